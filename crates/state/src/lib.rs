@@ -1,0 +1,696 @@
+//! Run state. All reads and writes of the database go through [`State`]; nothing else in leo
+//! opens it. SQLite by default (WAL, migrations embedded); the SQL is kept portable so a
+//! PostgreSQL backend can share the migrations.
+
+mod records;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use records::*;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Clone, Debug)]
+pub struct State {
+    pool: SqlitePool,
+    url: String,
+}
+
+impl State {
+    /// Opens (creating when missing) the state database at a path or `sqlite://` URL and applies
+    /// migrations.
+    pub async fn open(location: &str) -> Result<State> {
+        let path = location
+            .strip_prefix("sqlite://")
+            .or_else(|| location.strip_prefix("sqlite:"))
+            .unwrap_or(location);
+        if location.contains("://") && !location.starts_with("sqlite:") {
+            anyhow::bail!("state `{location}`: only SQLite (a path or sqlite:// URL) is supported so far");
+        }
+        if let Some(parent) = Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating folder for state database {path}"))?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .with_context(|| format!("state database path {path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening state database {path}"))?;
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating state database {path}"))?;
+        Ok(State { pool, url: path.to_string() })
+    }
+
+    /// Opens an existing database without creating it (for read-only commands).
+    pub async fn open_existing(location: &str) -> Result<State> {
+        let path = location.strip_prefix("sqlite://").unwrap_or(location);
+        if !location.contains("://") && !Path::new(path).exists() {
+            anyhow::bail!("no state database at {path} (run `leo run WORKFLOW` first, or pass --state)");
+        }
+        State::open(location).await
+    }
+
+    pub fn location(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- runs ---------------------------------------------------------------------------
+
+    pub async fn create_run(&self, run: &RunRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO runs (id, workflow_name, workflow_path, spec_json, store_url, status,
+                               created_at, updated_at, engine_host, engine_pid, engine_heartbeat)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $7)",
+        )
+        .bind(&run.id)
+        .bind(&run.workflow_name)
+        .bind(&run.workflow_path)
+        .bind(&run.spec_json)
+        .bind(&run.store_url)
+        .bind(run.status.as_str())
+        .bind(run.created_at)
+        .bind(&run.engine_host)
+        .bind(run.engine_pid)
+        .execute(&self.pool)
+        .await
+        .context("recording the new run")?;
+        Ok(())
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| RunRecord::from_row(&r)).transpose()
+    }
+
+    /// Runs, newest first.
+    pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(RunRecord::from_row).collect()
+    }
+
+    pub async fn latest_run(&self, workflow_name: Option<&str>) -> Result<Option<RunRecord>> {
+        let row = match workflow_name {
+            Some(name) => {
+                sqlx::query(&format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE workflow_name = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+                ))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT 1"))
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.map(|r| RunRecord::from_row(&r)).transpose()
+    }
+
+    pub async fn set_run_status(&self, id: &str, status: RunStatus) -> Result<()> {
+        sqlx::query("UPDATE runs SET status = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(status.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims a run for this engine process (on start and on resume).
+    pub async fn claim_run(&self, id: &str, host: &str, pid: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = 'running', engine_host = $2, engine_pid = $3,
+                             engine_heartbeat = $4, updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(host)
+        .bind(pid)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The engine's heartbeat: the run and every attempt it is running.
+    pub async fn heartbeat(&self, run_id: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE runs SET engine_heartbeat = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE attempts SET heartbeat_at = $2 WHERE run_id = $1 AND status = 'running'")
+            .bind(run_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks attempts and stages left `running` by a dead engine as `lost`. Returns how many
+    /// attempts were lost.
+    pub async fn mark_lost(&self, run_id: &str) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let lost = sqlx::query(
+            "UPDATE attempts SET status = 'lost', finished_at = $2,
+                    error = 'the engine running this attempt stopped (killed or crashed)'
+             WHERE run_id = $1 AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE stages SET status = 'lost', updated_at = $2 WHERE run_id = $1 AND status = 'running'")
+            .bind(run_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    // ---- stages -------------------------------------------------------------------------
+
+    pub async fn upsert_stage(&self, s: &StageUpdate<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO stages (run_id, name, status, fingerprint, fingerprint_json, cached_from_run, error, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (run_id, name) DO UPDATE SET
+                status = excluded.status,
+                fingerprint = COALESCE(excluded.fingerprint, stages.fingerprint),
+                fingerprint_json = COALESCE(excluded.fingerprint_json, stages.fingerprint_json),
+                cached_from_run = excluded.cached_from_run,
+                error = excluded.error,
+                updated_at = excluded.updated_at",
+        )
+        .bind(s.run_id)
+        .bind(s.stage)
+        .bind(s.status.as_str())
+        .bind(s.fingerprint)
+        .bind(s.fingerprint_json)
+        .bind(s.cached_from_run)
+        .bind(s.error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("recording stage {} as {}", s.stage, s.status.as_str()))?;
+        Ok(())
+    }
+
+    pub async fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>> {
+        let rows = sqlx::query(
+            "SELECT s.name, s.status, s.fingerprint, s.fingerprint_json, s.cached_from_run, s.error, s.updated_at,
+                    (SELECT COUNT(*) FROM attempts a WHERE a.run_id = s.run_id AND a.stage = s.name) AS attempts
+             FROM stages s WHERE s.run_id = $1 ORDER BY s.name",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(StageRecord::from_row).collect()
+    }
+
+    /// The most recent stage that succeeded with this fingerprint (in any run), with its outputs.
+    pub async fn find_cached(&self, fingerprint: &str) -> Result<Option<(String, Vec<(String, String)>)>> {
+        let row = sqlx::query(
+            "SELECT run_id, name FROM stages WHERE fingerprint = $1 AND status IN ('succeeded', 'cached')
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let run_id: String = row.try_get("run_id")?;
+        let stage: String = row.try_get("name")?;
+        let outputs = self.stage_outputs(&run_id, &stage).await?;
+        Ok(Some((run_id, outputs)))
+    }
+
+    /// (output name, artifact digest) of a stage in a run.
+    pub async fn stage_outputs(&self, run_id: &str, stage: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT name, digest FROM stage_outputs WHERE run_id = $1 AND stage = $2 ORDER BY name")
+            .bind(run_id)
+            .bind(stage)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("digest")?)))
+            .collect()
+    }
+
+    /// Marks a stage succeeded (or cached) together with its outputs and their lineage, in one
+    /// transaction: this row is what makes the outputs visible.
+    pub async fn complete_stage(&self, c: &StageCompletion<'_>) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for out in c.outputs {
+            sqlx::query(
+                "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
+                 VALUES ($1, 'output', $2, $3, NULL, $4) ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(&out.digest)
+            .bind(out.size as i64)
+            .bind(out.files as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO stage_outputs (run_id, stage, name, digest) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (run_id, stage, name) DO UPDATE SET digest = excluded.digest",
+            )
+            .bind(c.run_id)
+            .bind(c.stage)
+            .bind(&out.name)
+            .bind(&out.digest)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(attempt) = c.attempt_id {
+                insert_edge(&mut tx, attempt, &out.digest, "output", &out.name).await?;
+            }
+        }
+        sqlx::query(
+            "UPDATE stages SET status = $3, cached_from_run = $4, error = NULL, updated_at = $5
+             WHERE run_id = $1 AND name = $2",
+        )
+        .bind(c.run_id)
+        .bind(c.stage)
+        .bind(c.status.as_str())
+        .bind(c.cached_from_run)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await.with_context(|| format!("committing outputs of stage {}", c.stage))?;
+        Ok(())
+    }
+
+    // ---- attempts -----------------------------------------------------------------------
+
+    pub async fn attempt_count(&self, run_id: &str, stage: &str) -> Result<u32> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE run_id = $1 AND stage = $2")
+            .bind(run_id)
+            .bind(stage)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u32)
+    }
+
+    pub async fn start_attempt(&self, a: &NewAttempt<'_>) -> Result<String> {
+        let id = format!("{}/{}/{}", a.run_id, a.stage, a.number);
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (id, run_id, stage, number, status, host, pid, started_at, heartbeat_at, resumed_from)
+             VALUES ($1, $2, $3, $4, 'running', $5, NULL, $6, $6, $7)",
+        )
+        .bind(&id)
+        .bind(a.run_id)
+        .bind(a.stage)
+        .bind(a.number as i64)
+        .bind(a.host)
+        .bind(now)
+        .bind(a.resumed_from)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("recording attempt {id}"))?;
+        for (name, digest, uri) in a.inputs {
+            if let Some(uri) = uri {
+                sqlx::query(
+                    "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
+                     VALUES ($1, 'external', 0, 0, $2, $3) ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(digest)
+                .bind(uri)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            insert_edge(&mut tx, &id, digest, "input", name).await?;
+        }
+        if let Some(ckpt) = a.resumed_from {
+            insert_edge(&mut tx, &id, ckpt, "resumed_from", "checkpoint").await?;
+        }
+        sqlx::query("UPDATE stages SET status = 'running', error = NULL, updated_at = $3 WHERE run_id = $1 AND name = $2")
+            .bind(a.run_id)
+            .bind(a.stage)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn set_attempt_pid(&self, attempt_id: &str, pid: i64) -> Result<()> {
+        sqlx::query("UPDATE attempts SET pid = $2 WHERE id = $1")
+            .bind(attempt_id)
+            .bind(pid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_attempt(&self, f: &AttemptFinish<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((digest, size)) = f.log {
+            sqlx::query(
+                "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
+                 VALUES ($1, 'log', $2, 1, NULL, $3) ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(size as i64)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            insert_edge(&mut tx, f.attempt_id, digest, "log", "log").await?;
+        }
+        sqlx::query(
+            "UPDATE attempts SET status = $2, exit_code = $3, error = $4, log_artifact = $5, finished_at = $6
+             WHERE id = $1",
+        )
+        .bind(f.attempt_id)
+        .bind(f.status.as_str())
+        .bind(f.exit_code)
+        .bind(f.error)
+        .bind(f.log.map(|(d, _)| d))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = $1 ORDER BY stage, number"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(AttemptRecord::from_row).collect()
+    }
+
+    pub async fn get_attempt(&self, attempt_id: &str) -> Result<Option<AttemptRecord>> {
+        let row = sqlx::query(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = $1"))
+            .bind(attempt_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| AttemptRecord::from_row(&r)).transpose()
+    }
+
+    // ---- checkpoints, events, metrics ---------------------------------------------------
+
+    pub async fn record_checkpoint(&self, c: &CheckpointRecord) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
+             VALUES ($1, 'checkpoint', $2, $3, NULL, $4) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&c.digest)
+        .bind(c.size as i64)
+        .bind(c.files as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (run_id, stage, step, digest, attempt_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (run_id, stage, step) DO UPDATE SET digest = excluded.digest, attempt_id = excluded.attempt_id",
+        )
+        .bind(&c.run_id)
+        .bind(&c.stage)
+        .bind(c.step as i64)
+        .bind(&c.digest)
+        .bind(&c.attempt_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_edge(&mut tx, &c.attempt_id, &c.digest, "checkpoint", &format!("step-{}", c.step)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The checkpoint with the highest step recorded for a stage of a run.
+    pub async fn latest_checkpoint(&self, run_id: &str, stage: &str) -> Result<Option<(String, u64)>> {
+        let row = sqlx::query("SELECT digest, step FROM checkpoints WHERE run_id = $1 AND stage = $2 ORDER BY step DESC LIMIT 1")
+            .bind(run_id)
+            .bind(stage)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("digest")?, r.try_get::<i64, _>("step")? as u64)))
+            .transpose()
+    }
+
+    pub async fn record_event(&self, attempt_id: &str, seq: i64, kind: &str, payload: &str) -> Result<()> {
+        sqlx::query("INSERT INTO events (attempt_id, seq, at, kind, payload) VALUES ($1, $2, $3, $4, $5)")
+            .bind(attempt_id)
+            .bind(seq)
+            .bind(now_ms())
+            .bind(kind)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_metric(&self, attempt_id: &str, seq: i64, step: Option<u64>, name: &str, value: f64) -> Result<()> {
+        sqlx::query("INSERT INTO metrics (attempt_id, seq, at, step, name, value) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(attempt_id)
+            .bind(seq)
+            .bind(now_ms())
+            .bind(step.map(|s| s as i64))
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, attempt_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT kind, payload FROM events WHERE attempt_id = $1 ORDER BY seq")
+            .bind(attempt_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("payload")?))).collect()
+    }
+
+    // ---- lineage ------------------------------------------------------------------------
+
+    /// The attempt that produced an artifact (as output or checkpoint), if any.
+    pub async fn producer(&self, digest: &str) -> Result<Option<(AttemptRecord, String, String)>> {
+        let row = sqlx::query(
+            "SELECT attempt_id, relation, name FROM lineage_edges
+             WHERE artifact = $1 AND relation IN ('output', 'checkpoint', 'log')
+             ORDER BY attempt_id LIMIT 1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let attempt_id: String = row.try_get("attempt_id")?;
+        let relation: String = row.try_get("relation")?;
+        let name: String = row.try_get("name")?;
+        Ok(self.get_attempt(&attempt_id).await?.map(|a| (a, relation, name)))
+    }
+
+    /// (relation, name, artifact) edges into an attempt: inputs and resumed-from checkpoints.
+    pub async fn attempt_inputs(&self, attempt_id: &str) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT relation, name, artifact FROM lineage_edges
+             WHERE attempt_id = $1 AND relation IN ('input', 'resumed_from') ORDER BY relation, name",
+        )
+        .bind(attempt_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("relation")?, r.try_get("name")?, r.try_get("artifact")?)))
+            .collect()
+    }
+
+    pub async fn artifact(&self, digest: &str) -> Result<Option<ArtifactRecord>> {
+        let row = sqlx::query("SELECT digest, kind, size, files, uri, created_at FROM artifacts WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| ArtifactRecord::from_row(&r)).transpose()
+    }
+
+    /// Digests starting with `prefix` (so users can type a short id).
+    pub async fn artifacts_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT digest FROM artifacts WHERE digest LIKE $1 ORDER BY digest LIMIT 10")
+            .bind(format!("{}%", prefix.replace(['%', '_'], "")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
+    }
+}
+
+async fn insert_edge(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    attempt_id: &str,
+    artifact: &str,
+    relation: &str,
+    name: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO lineage_edges (attempt_id, artifact, relation, name) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(attempt_id)
+    .bind(artifact)
+    .bind(relation)
+    .bind(name)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn state() -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = State::open(dir.path().join("s.db").to_str().unwrap()).await.unwrap();
+        (dir, s)
+    }
+
+    fn run(id: &str) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            workflow_name: "w".into(),
+            workflow_path: "w.toml".into(),
+            spec_json: "{}".into(),
+            store_url: "file:///tmp/x".into(),
+            status: RunStatus::Running,
+            created_at: now_ms(),
+            updated_at: now_ms(),
+            engine_host: Some("h".into()),
+            engine_pid: Some(1),
+            engine_heartbeat: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn stage_lifecycle_and_cache_lookup() {
+        let (_d, s) = state().await;
+        s.create_run(&run("r1")).await.unwrap();
+        s.upsert_stage(&StageUpdate {
+            run_id: "r1",
+            stage: "a",
+            status: StageStatus::Pending,
+            fingerprint: Some("fp1"),
+            fingerprint_json: Some("{}"),
+            cached_from_run: None,
+            error: None,
+        })
+        .await
+        .unwrap();
+        let inputs = vec![("raw".to_string(), "sha256:ext".to_string(), Some("file:///x".to_string()))];
+        let id = s
+            .start_attempt(&NewAttempt { run_id: "r1", stage: "a", number: 1, host: "h", inputs: &inputs, resumed_from: None })
+            .await
+            .unwrap();
+        assert_eq!(s.find_cached("fp1").await.unwrap(), None);
+        let outputs = vec![OutputArtifact { name: "out".into(), digest: "sha256:o".into(), size: 3, files: 1 }];
+        s.complete_stage(&StageCompletion {
+            run_id: "r1",
+            stage: "a",
+            status: StageStatus::Succeeded,
+            attempt_id: Some(&id),
+            cached_from_run: None,
+            outputs: &outputs,
+        })
+        .await
+        .unwrap();
+        s.finish_attempt(&AttemptFinish { attempt_id: &id, status: AttemptStatus::Succeeded, exit_code: Some(0), error: None, log: None })
+            .await
+            .unwrap();
+        let (run_id, outs) = s.find_cached("fp1").await.unwrap().unwrap();
+        assert_eq!(run_id, "r1");
+        assert_eq!(outs, vec![("out".to_string(), "sha256:o".to_string())]);
+        let (producer, relation, name) = s.producer("sha256:o").await.unwrap().unwrap();
+        assert_eq!((producer.stage.as_str(), relation.as_str(), name.as_str()), ("a", "output", "out"));
+        let ins = s.attempt_inputs(&id).await.unwrap();
+        assert_eq!(ins, vec![("input".into(), "raw".into(), "sha256:ext".into())]);
+        assert_eq!(s.stages("r1").await.unwrap()[0].attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn running_attempts_of_a_dead_engine_become_lost() {
+        let (_d, s) = state().await;
+        s.create_run(&run("r1")).await.unwrap();
+        s.upsert_stage(&StageUpdate {
+            run_id: "r1", stage: "a", status: StageStatus::Pending,
+            fingerprint: None, fingerprint_json: None, cached_from_run: None, error: None,
+        })
+        .await
+        .unwrap();
+        s.start_attempt(&NewAttempt { run_id: "r1", stage: "a", number: 1, host: "h", inputs: &[], resumed_from: None })
+            .await
+            .unwrap();
+        assert_eq!(s.mark_lost("r1").await.unwrap(), 1);
+        assert_eq!(s.stages("r1").await.unwrap()[0].status, StageStatus::Lost);
+        assert_eq!(s.attempts("r1").await.unwrap()[0].status, AttemptStatus::Lost);
+    }
+
+    #[tokio::test]
+    async fn latest_checkpoint_is_the_highest_step() {
+        let (_d, s) = state().await;
+        s.create_run(&run("r1")).await.unwrap();
+        s.upsert_stage(&StageUpdate {
+            run_id: "r1", stage: "t", status: StageStatus::Pending,
+            fingerprint: None, fingerprint_json: None, cached_from_run: None, error: None,
+        })
+        .await
+        .unwrap();
+        let id = s
+            .start_attempt(&NewAttempt { run_id: "r1", stage: "t", number: 1, host: "h", inputs: &[], resumed_from: None })
+            .await
+            .unwrap();
+        for step in [5u64, 10] {
+            s.record_checkpoint(&CheckpointRecord {
+                run_id: "r1".into(), stage: "t".into(), attempt_id: id.clone(), step,
+                digest: format!("sha256:c{step}"), size: 1, files: 1,
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(s.latest_checkpoint("r1", "t").await.unwrap(), Some(("sha256:c10".into(), 10)));
+    }
+}

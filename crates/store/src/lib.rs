@@ -1,0 +1,276 @@
+//! Artifacts: immutable sets of files, identified by the digest of their manifest.
+//!
+//! Layout in the object store:
+//! - `blobs/sha256/ab/abcdef…` — file contents, shared by every artifact that holds them;
+//! - `manifests/sha256/<hex>.json` — one per artifact, written after all its blobs.
+//!
+//! An artifact exists once its manifest exists; the engine additionally records it in the
+//! state database in the same transaction that marks the producing stage done.
+
+mod manifest;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+use tokio::io::AsyncWriteExt;
+
+pub use manifest::{digest_path, FileEntry, Manifest};
+
+/// Files larger than this are uploaded in parts instead of being read into memory whole.
+const MULTIPART_THRESHOLD: u64 = 32 << 20;
+const PART_SIZE: usize = 8 << 20;
+
+#[derive(Clone)]
+pub struct ArtifactStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl std::fmt::Debug for ArtifactStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactStore").field("url", &self.url).finish()
+    }
+}
+
+impl ArtifactStore {
+    /// Opens a store from a `file://` URL or a local path (created when missing).
+    pub fn open(location: &str) -> Result<ArtifactStore> {
+        let path = if let Some(rest) = location.strip_prefix("file://") {
+            PathBuf::from(rest)
+        } else if location.contains("://") {
+            bail!("artifact store `{location}`: only local folders and file:// URLs are supported so far")
+        } else {
+            PathBuf::from(location)
+        };
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("creating artifact store folder {}", path.display()))?;
+        let path = std::fs::canonicalize(&path)
+            .with_context(|| format!("resolving artifact store folder {}", path.display()))?;
+        let fs = LocalFileSystem::new_with_prefix(&path)
+            .with_context(|| format!("opening artifact store {}", path.display()))?;
+        Ok(ArtifactStore {
+            inner: Arc::new(fs),
+            url: format!("file://{}", path.display()),
+        })
+    }
+
+    /// The store's canonical URL (recorded with each run).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stores a file or a folder as an artifact and returns its digest and manifest.
+    /// Blobs go first, the manifest last: a crash in between leaves no visible artifact.
+    pub async fn put_path(&self, path: &Path) -> Result<(String, Manifest)> {
+        let files = manifest::list_files(path)?;
+        let mut entries = Vec::with_capacity(files.len());
+        for (rel, abs) in files {
+            let (sha256, size) = manifest::hash_file(&abs)?;
+            self.put_blob(&abs, &sha256, size).await?;
+            entries.push(FileEntry { path: rel, size, sha256 });
+        }
+        let manifest = Manifest::new(entries);
+        let digest = manifest.digest();
+        let location = manifest_path(&digest)?;
+        if !self.exists_at(&location).await? {
+            self.inner
+                .put(&location, PutPayload::from(manifest.to_json()))
+                .await
+                .with_context(|| format!("writing manifest {digest} to {}", self.url))?;
+        }
+        Ok((digest, manifest))
+    }
+
+    async fn put_blob(&self, file: &Path, sha256: &str, size: u64) -> Result<()> {
+        let location = blob_path(sha256);
+        if self.exists_at(&location).await? {
+            return Ok(());
+        }
+        if size <= MULTIPART_THRESHOLD {
+            let bytes = tokio::fs::read(file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            self.inner
+                .put(&location, PutPayload::from(bytes))
+                .await
+                .with_context(|| format!("uploading {} to {}", file.display(), self.url))?;
+            return Ok(());
+        }
+        let upload = self
+            .inner
+            .put_multipart(&location)
+            .await
+            .with_context(|| format!("starting upload of {}", file.display()))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let mut buf = vec![0u8; PART_SIZE];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await?;
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .with_context(|| format!("finishing upload of {}", file.display()))?;
+        Ok(())
+    }
+
+    async fn exists_at(&self, location: &StorePath) -> Result<bool> {
+        match self.inner.head(location).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("checking {location} in {}", self.url)),
+        }
+    }
+
+    /// Whether the artifact's manifest is in the store.
+    pub async fn exists(&self, digest: &str) -> Result<bool> {
+        self.exists_at(&manifest_path(digest)?).await
+    }
+
+    pub async fn manifest(&self, digest: &str) -> Result<Manifest> {
+        let bytes = self
+            .inner
+            .get(&manifest_path(digest)?)
+            .await
+            .with_context(|| format!("artifact {digest} is not in {}", self.url))?
+            .bytes()
+            .await?;
+        let manifest = Manifest::from_json(&bytes).with_context(|| format!("manifest of {digest}"))?;
+        if manifest.digest() != digest {
+            bail!("manifest of {digest} in {} is corrupt (its digest is {})", self.url, manifest.digest());
+        }
+        Ok(manifest)
+    }
+
+    /// Writes the artifact's files under `dest` (created), verifying every file's hash.
+    pub async fn materialise(&self, digest: &str, dest: &Path) -> Result<Manifest> {
+        let manifest = self.manifest(digest).await?;
+        tokio::fs::create_dir_all(dest)
+            .await
+            .with_context(|| format!("creating {}", dest.display()))?;
+        for entry in &manifest.files {
+            let target = dest.join(&entry.path);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            self.fetch_blob(&entry.sha256, &target).await?;
+        }
+        Ok(manifest)
+    }
+
+    /// Reads one file of an artifact into memory (logs, small reports).
+    pub async fn read_file(&self, digest: &str, path: &str) -> Result<Vec<u8>> {
+        let manifest = self.manifest(digest).await?;
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .with_context(|| format!("artifact {digest} has no file {path}"))?;
+        let bytes = self.inner.get(&blob_path(&entry.sha256)).await?.bytes().await?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn fetch_blob(&self, sha256: &str, target: &Path) -> Result<()> {
+        let result = self
+            .inner
+            .get(&blob_path(sha256))
+            .await
+            .with_context(|| format!("blob {sha256} is missing from {}", self.url))?;
+        let tmp = target.with_extension("leo-partial");
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            sha2::Digest::update(&mut hasher, &chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        drop(file);
+        let got = hex::encode(sha2::Digest::finalize(hasher));
+        if got != sha256 {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            bail!("blob {sha256} in {} is corrupt (content hashes to {got})", self.url);
+        }
+        tokio::fs::rename(&tmp, target)
+            .await
+            .with_context(|| format!("moving {} into place", target.display()))?;
+        Ok(())
+    }
+}
+
+fn blob_path(sha256: &str) -> StorePath {
+    StorePath::from(format!("blobs/sha256/{}/{}", &sha256[..2.min(sha256.len())], sha256))
+}
+
+fn manifest_path(digest: &str) -> Result<StorePath> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("`{digest}` is not an artifact digest (sha256:<64 hex digits>)"))?;
+    Ok(StorePath::from(format!("manifests/sha256/{hex}.json")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_then_materialise_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(tmp.path().join("store").to_str().unwrap()).unwrap();
+        let src = tmp.path().join("out");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a.txt"), b"hallo").unwrap();
+        std::fs::write(src.join("sub/b.bin"), vec![7u8; 1000]).unwrap();
+        let (digest, manifest) = store.put_path(&src).await.unwrap();
+        assert_eq!(manifest.files.len(), 2);
+        assert_eq!(manifest.files[0].path, "a.txt");
+        assert_eq!(manifest.files[1].path, "sub/b.bin");
+        assert!(store.exists(&digest).await.unwrap());
+        // Same content, same digest, independent of where it came from.
+        let (digest2, _) = digest_path(&src).unwrap();
+        assert_eq!(digest, digest2);
+        let dest = tmp.path().join("in");
+        store.materialise(&digest, &dest).await.unwrap();
+        assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"hallo");
+        assert_eq!(std::fs::read(dest.join("sub/b.bin")).unwrap(), vec![7u8; 1000]);
+        assert_eq!(store.read_file(&digest, "a.txt").await.unwrap(), b"hallo");
+    }
+
+    #[tokio::test]
+    async fn corrupt_blob_is_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("store");
+        let store = ArtifactStore::open(root.to_str().unwrap()).unwrap();
+        let f = tmp.path().join("x.txt");
+        std::fs::write(&f, b"data").unwrap();
+        let (digest, manifest) = store.put_path(&f).await.unwrap();
+        let sha = &manifest.files[0].sha256;
+        std::fs::write(root.join(format!("blobs/sha256/{}/{}", &sha[..2], sha)), b"evil").unwrap();
+        let err = store.materialise(&digest, &tmp.path().join("in")).await.unwrap_err();
+        assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_digests_are_rejected() {
+        assert!(manifest_path("sha256:xyz").is_err());
+        assert!(manifest_path("../../etc/passwd").is_err());
+    }
+}

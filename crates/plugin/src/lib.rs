@@ -121,7 +121,10 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ParamError { field: field.into(), message: message.into() }
+        ParamError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -172,19 +175,33 @@ impl Emitter {
     }
 
     pub fn progress(&self, done: u64, total: Option<u64>, unit: &str) -> std::io::Result<()> {
-        self.emit(&Event::Progress { done, total, unit: Some(unit.to_string()) })
+        self.emit(&Event::Progress {
+            done,
+            total,
+            unit: Some(unit.to_string()),
+        })
     }
 
     pub fn output(&self, name: &str, path: impl Into<PathBuf>) -> std::io::Result<()> {
-        self.emit(&Event::Output { name: name.to_string(), path: path.into() })
+        self.emit(&Event::Output {
+            name: name.to_string(),
+            path: path.into(),
+        })
     }
 
     pub fn checkpoint(&self, step: u64, path: impl Into<PathBuf>) -> std::io::Result<()> {
-        self.emit(&Event::Checkpoint { step, path: path.into() })
+        self.emit(&Event::Checkpoint {
+            step,
+            path: path.into(),
+        })
     }
 
     pub fn metric(&self, step: Option<u64>, name: &str, value: f64) -> std::io::Result<()> {
-        self.emit(&Event::Metric { step, name: name.to_string(), value })
+        self.emit(&Event::Metric {
+            step,
+            name: name.to_string(),
+            value,
+        })
     }
 }
 
@@ -193,7 +210,10 @@ pub fn param_str<'a>(params: &'a Value, field: &str) -> Result<Option<&'a str>, 
     match params.get(field) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(ParamError::new(field, format!("must be a string, found {}", kind(other)))),
+        Some(other) => Err(ParamError::new(
+            field,
+            format!("must be a string, found {}", kind(other)),
+        )),
     }
 }
 
@@ -216,13 +236,23 @@ mod tests {
 
     #[test]
     fn events_round_trip_as_tagged_json() {
-        let e = Event::Checkpoint { step: 5, path: "ckpt/step-5".into() };
+        let e = Event::Checkpoint {
+            step: 5,
+            path: "ckpt/step-5".into(),
+        };
         let line = serde_json::to_string(&e).unwrap();
-        assert_eq!(line, r#"{"event":"checkpoint","step":5,"path":"ckpt/step-5"}"#);
+        assert_eq!(
+            line,
+            r#"{"event":"checkpoint","step":5,"path":"ckpt/step-5"}"#
+        );
         assert_eq!(Event::parse_line(&line), Some(e));
         assert_eq!(
             Event::parse_line(r#"{"event":"progress","done":3,"total":10}"#),
-            Some(Event::Progress { done: 3, total: Some(10), unit: None })
+            Some(Event::Progress {
+                done: 3,
+                total: Some(10),
+                unit: None
+            })
         );
     }
 
@@ -236,7 +266,10 @@ mod tests {
     #[test]
     fn param_str_names_the_type() {
         let p = serde_json::json!({"run": 3});
-        assert_eq!(param_str(&p, "run").unwrap_err().message, "must be a string, found an integer");
+        assert_eq!(
+            param_str(&p, "run").unwrap_err().message,
+            "must be a string, found an integer"
+        );
         assert_eq!(param_str(&p, "nope").unwrap(), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
@@ -34,12 +34,13 @@ impl Dag {
                 graph.add_edge(index[dep], index[name], ());
             }
         }
-        match toposort(&graph, None) {
-            Ok(order) => {
-                let order = order.into_iter().map(|n| graph[n].clone()).collect();
-                Ok(Dag { graph, index, order })
-            }
-            Err(_) => Err(find_cycle(&graph)),
+        match stable_toposort(&graph) {
+            Some(order) => Ok(Dag {
+                graph,
+                index,
+                order,
+            }),
+            None => Err(find_cycle(&graph)),
         }
     }
 
@@ -60,7 +61,11 @@ impl Dag {
         let Some(&n) = self.index.get(stage) else {
             return Vec::new();
         };
-        let mut v: Vec<String> = self.graph.neighbors_directed(n, dir).map(|m| self.graph[m].clone()).collect();
+        let mut v: Vec<String> = self
+            .graph
+            .neighbors_directed(n, dir)
+            .map(|m| self.graph[m].clone())
+            .collect();
         v.sort();
         v
     }
@@ -71,7 +76,11 @@ impl Dag {
         for (name, stage) in &workflow.stages {
             let mut labelled = BTreeSet::new();
             for input in stage.inputs.values() {
-                if let InputRef::Stage { stage: from, output } = input {
+                if let InputRef::Stage {
+                    stage: from,
+                    output,
+                } = input
+                {
                     edges.push((from.clone(), name.clone(), Some(output.clone())));
                     labelled.insert(from.clone());
                 }
@@ -87,7 +96,10 @@ impl Dag {
         let mut out = String::new();
         match format {
             GraphFormat::Dot => {
-                out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n", escape(&workflow.name)));
+                out.push_str(&format!(
+                    "digraph \"{}\" {{\n  rankdir=LR;\n",
+                    escape(&workflow.name)
+                ));
                 for name in &self.order {
                     let plugin = workflow.stages[name].plugin.to_string();
                     out.push_str(&format!(
@@ -99,8 +111,17 @@ impl Dag {
                 }
                 for (from, to, label) in edges {
                     match label {
-                        Some(l) => out.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{}\"];\n", escape(&from), escape(&to), escape(&l))),
-                        None => out.push_str(&format!("  \"{}\" -> \"{}\";\n", escape(&from), escape(&to))),
+                        Some(l) => out.push_str(&format!(
+                            "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
+                            escape(&from),
+                            escape(&to),
+                            escape(&l)
+                        )),
+                        None => out.push_str(&format!(
+                            "  \"{}\" -> \"{}\";\n",
+                            escape(&from),
+                            escape(&to)
+                        )),
                     }
                 }
                 out.push_str("}\n");
@@ -109,18 +130,59 @@ impl Dag {
                 out.push_str("flowchart LR\n");
                 for name in &self.order {
                     let plugin = workflow.stages[name].plugin.to_string();
-                    out.push_str(&format!("  {}[\"{} ({})\"]\n", mermaid_id(name), name, plugin.replace('"', "'")));
+                    out.push_str(&format!(
+                        "  {}[\"{} ({})\"]\n",
+                        mermaid_id(name),
+                        name,
+                        plugin.replace('"', "'")
+                    ));
                 }
                 for (from, to, label) in edges {
                     match label {
-                        Some(l) => out.push_str(&format!("  {} -->|{}| {}\n", mermaid_id(&from), l, mermaid_id(&to))),
-                        None => out.push_str(&format!("  {} --> {}\n", mermaid_id(&from), mermaid_id(&to))),
+                        Some(l) => out.push_str(&format!(
+                            "  {} -->|{}| {}\n",
+                            mermaid_id(&from),
+                            l,
+                            mermaid_id(&to)
+                        )),
+                        None => out.push_str(&format!(
+                            "  {} --> {}\n",
+                            mermaid_id(&from),
+                            mermaid_id(&to)
+                        )),
                     }
                 }
             }
         }
         out
     }
+}
+
+/// Kahn's algorithm, taking ready stages alphabetically so the order is stable across runs.
+fn stable_toposort(graph: &DiGraph<String, ()>) -> Option<Vec<String>> {
+    let mut indegree: HashMap<NodeIndex, usize> = graph
+        .node_indices()
+        .map(|n| (n, graph.neighbors_directed(n, Direction::Incoming).count()))
+        .collect();
+    let mut ready: BTreeSet<(String, NodeIndex)> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| (graph[*n].clone(), *n))
+        .collect();
+    let mut order = Vec::with_capacity(graph.node_count());
+    while let Some(first) = ready.iter().next().cloned() {
+        ready.remove(&first);
+        let (name, n) = first;
+        order.push(name);
+        for m in graph.neighbors_directed(n, Direction::Outgoing) {
+            let d = indegree.get_mut(&m)?;
+            *d -= 1;
+            if *d == 0 {
+                ready.insert((graph[m].clone(), m));
+            }
+        }
+    }
+    (order.len() == graph.node_count()).then_some(order)
 }
 
 fn escape(s: &str) -> String {
@@ -152,7 +214,9 @@ fn find_cycle(graph: &DiGraph<String, ()>) -> Vec<String> {
         path: &mut Vec<NodeIndex>,
         visited: &mut BTreeSet<NodeIndex>,
     ) -> bool {
-        let Some(&cur) = path.last() else { return false };
+        let Some(&cur) = path.last() else {
+            return false;
+        };
         let mut next: Vec<NodeIndex> = g.neighbors(cur).filter(|n| members.contains(n)).collect();
         next.sort_by_key(|n| g[*n].clone());
         for n in next {

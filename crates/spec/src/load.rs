@@ -131,13 +131,21 @@ pub fn load_str(path: &Path, text: String) -> Result<Loaded, SpecError> {
     let workflow = validate(&source, raw)?;
     let dag = Dag::new(&workflow).map_err(|cycle| {
         let first = cycle[0].clone();
-        let field = if source.offset_of(&["stages", &first, "needs"]).is_some() { "needs" } else { "inputs" };
+        let field = if source.offset_of(&["stages", &first, "needs"]).is_some() {
+            "needs"
+        } else {
+            "inputs"
+        };
         source.error_at(
             &["stages", &first, field],
             format!("dependency cycle: {}", cycle.join(" -> ")),
         )
     })?;
-    Ok(Loaded { workflow, source, dag })
+    Ok(Loaded {
+        workflow,
+        source,
+        dag,
+    })
 }
 
 fn toml_error(source: &Source, e: &toml::de::Error) -> SpecError {
@@ -171,11 +179,20 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
     let workflow_dir = source
         .file()
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .and_then(|p| std::fs::canonicalize(p).ok())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| ".".to_string());
-    let vars = Vars { values: raw.vars.into_iter().collect(), workflow_dir };
+    let vars = Vars {
+        values: raw.vars.into_iter().collect(),
+        workflow_dir,
+    };
     let sub = |path: &[&str], s: &str| -> Result<String, SpecError> {
         match vars.substitute_str(s) {
             Ok(toml::Value::String(v)) => Ok(v),
@@ -185,7 +202,12 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
     };
 
     let storage = Storage {
-        state: raw.storage.state.as_deref().map(|s| sub(&["storage", "state"], s)).transpose()?,
+        state: raw
+            .storage
+            .state
+            .as_deref()
+            .map(|s| sub(&["storage", "state"], s))
+            .transpose()?,
         artifacts: raw
             .storage
             .artifacts
@@ -195,7 +217,10 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
     };
 
     if raw.stages.is_empty() {
-        return Err(source.error_at(&["stages"], "the workflow has no stages; add at least one [stages.NAME]"));
+        return Err(source.error_at(
+            &["stages"],
+            "the workflow has no stages; add at least one [stages.NAME]",
+        ));
     }
     let names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
     let mut stages = BTreeMap::new();
@@ -217,10 +242,19 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
             ));
         }
 
-        let plugin_text = sub(&at(&["plugin"]).iter().map(String::as_str).collect::<Vec<_>>(), &st.plugin)?;
+        let plugin_text = sub(
+            &at(&["plugin"])
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            &st.plugin,
+        )?;
         let plugin = if let Some(path) = plugin_text.strip_prefix("exec:") {
             if path.trim().is_empty() {
-                return Err(err(&["plugin"], "`exec:` needs a path to an executable".into()));
+                return Err(err(
+                    &["plugin"],
+                    "`exec:` needs a path to an executable".into(),
+                ));
             }
             PluginRef::Exec(resolve_exec(&vars.workflow_dir, path.trim()))
         } else if plugin_text.trim().is_empty() {
@@ -232,10 +266,16 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
         let mut needs = BTreeSet::new();
         for dep in &st.needs {
             if dep == stage_name {
-                return Err(err(&["needs"], format!("stage `{stage_name}` cannot depend on itself")));
+                return Err(err(
+                    &["needs"],
+                    format!("stage `{stage_name}` cannot depend on itself"),
+                ));
             }
             if !names.contains(dep.as_str()) {
-                return Err(err(&["needs"], format!("stage `{dep}` does not exist{}", did_you_mean(dep, &names))));
+                return Err(err(
+                    &["needs"],
+                    format!("stage `{dep}` does not exist{}", did_you_mean(dep, &names)),
+                ));
             }
             needs.insert(dep.clone());
         }
@@ -243,14 +283,26 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
         let mut inputs = BTreeMap::new();
         for (input_name, reference) in &st.inputs {
             let field = ["inputs", input_name.as_str()];
-            let reference = sub(&at(&field).iter().map(String::as_str).collect::<Vec<_>>(), reference)?;
+            let reference = sub(
+                &at(&field).iter().map(String::as_str).collect::<Vec<_>>(),
+                reference,
+            )?;
             let input = parse_input(&reference).map_err(|m| err(&field, m))?;
             if let InputRef::Stage { stage, .. } = &input {
                 if stage == stage_name {
-                    return Err(err(&field, format!("stage `{stage_name}` cannot read its own output")));
+                    return Err(err(
+                        &field,
+                        format!("stage `{stage_name}` cannot read its own output"),
+                    ));
                 }
                 if !names.contains(stage.as_str()) {
-                    return Err(err(&field, format!("stage `{stage}` does not exist{}", did_you_mean(stage, &names))));
+                    return Err(err(
+                        &field,
+                        format!(
+                            "stage `{stage}` does not exist{}",
+                            did_you_mean(stage, &names)
+                        ),
+                    ));
                 }
                 needs.insert(stage.clone());
             }
@@ -272,10 +324,16 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
             let cpus = r.cpus.or(d.cpus).unwrap_or(1);
             let gpus = r.gpus.or(d.gpus).unwrap_or(0);
             if cpus > MAX_CPUS {
-                return Err(err(&["resources", "cpus"], format!("{cpus} cpus is more than any machine has (max {MAX_CPUS})")));
+                return Err(err(
+                    &["resources", "cpus"],
+                    format!("{cpus} cpus is more than any machine has (max {MAX_CPUS})"),
+                ));
             }
             if gpus > MAX_GPUS {
-                return Err(err(&["resources", "gpus"], format!("{gpus} gpus is more than any machine has (max {MAX_GPUS})")));
+                return Err(err(
+                    &["resources", "gpus"],
+                    format!("{gpus} gpus is more than any machine has (max {MAX_GPUS})"),
+                ));
             }
             let memory = match r.memory.as_deref().or(d.memory.as_deref()) {
                 Some(m) => Some(parse_memory(m).map_err(|e| err(&["resources", "memory"], e))?),
@@ -286,7 +344,10 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
 
         let retries = st.retries.or(raw.defaults.retries).unwrap_or(0);
         if retries > MAX_RETRIES {
-            return Err(err(&["retries"], format!("{retries} retries is too many (max {MAX_RETRIES})")));
+            return Err(err(
+                &["retries"],
+                format!("{retries} retries is too many (max {MAX_RETRIES})"),
+            ));
         }
 
         let timeout = match st.timeout.as_deref().or(raw.defaults.timeout.as_deref()) {
@@ -306,9 +367,18 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
         let mut env = BTreeMap::new();
         for (k, v) in raw.defaults.env.iter().chain(st.env.iter()) {
             if !valid_env_name(k) {
-                return Err(err(&["env", k], format!("`{k}` is not a valid environment variable name")));
+                return Err(err(
+                    &["env", k],
+                    format!("`{k}` is not a valid environment variable name"),
+                ));
             }
-            let v = sub(&at(&["env", k]).iter().map(String::as_str).collect::<Vec<_>>(), v)?;
+            let v = sub(
+                &at(&["env", k])
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+                v,
+            )?;
             env.insert(k.clone(), v);
         }
 
@@ -338,7 +408,8 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
 
 fn parse_input(reference: &str) -> Result<InputRef, String> {
     if reference.contains("://") {
-        let url = url::Url::parse(reference).map_err(|e| format!("`{reference}` is not a valid URI: {e}"))?;
+        let url = url::Url::parse(reference)
+            .map_err(|e| format!("`{reference}` is not a valid URI: {e}"))?;
         if !INPUT_SCHEMES.contains(&url.scheme()) {
             return Err(format!(
                 "unsupported URI scheme `{}` in `{reference}`; use one of {}",
@@ -346,7 +417,9 @@ fn parse_input(reference: &str) -> Result<InputRef, String> {
                 INPUT_SCHEMES.join(", ")
             ));
         }
-        return Ok(InputRef::External { uri: url.to_string() });
+        return Ok(InputRef::External {
+            uri: url.to_string(),
+        });
     }
     match reference.split_once('.') {
         Some((stage, output)) if valid_name(stage) && valid_name(output) => Ok(InputRef::Stage {
@@ -369,7 +442,9 @@ fn resolve_exec(workflow_dir: &str, path: &str) -> String {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn valid_env_name(s: &str) -> bool {
@@ -411,9 +486,11 @@ pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
         toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
         toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            serde_json::Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
-        }
+        toml::Value::Table(t) => serde_json::Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -444,7 +521,12 @@ mod tests {
         assert_eq!(b.needs, vec!["a".to_string()]);
         assert_eq!(b.timeout, Some(Duration::from_secs(7200)));
         assert_eq!(b.resources.memory, Some(1 << 30));
-        assert_eq!(b.inputs["raw"], InputRef::External { uri: "file:///tmp/x".into() });
+        assert_eq!(
+            b.inputs["raw"],
+            InputRef::External {
+                uri: "file:///tmp/x".into()
+            }
+        );
     }
 
     fn first_line_error(text: &str) -> String {
@@ -453,13 +535,27 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_field() {
-        let e = first_line_error(&format!("{HEAD}[stages.a]\nplugin = \"shell\"\nneeds = [\"a\"]\n"));
-        assert_eq!(e, "w.toml:5:1: stages.a.needs: stage `a` cannot depend on itself");
-        let e = first_line_error(&format!("{HEAD}[stages.a]\nplugin = \"shell\"\nretries = -1\n"));
+        let e = first_line_error(&format!(
+            "{HEAD}[stages.a]\nplugin = \"shell\"\nneeds = [\"a\"]\n"
+        ));
+        assert_eq!(
+            e,
+            "w.toml:5:1: stages.a.needs: stage `a` cannot depend on itself"
+        );
+        let e = first_line_error(&format!(
+            "{HEAD}[stages.a]\nplugin = \"shell\"\nretries = -1\n"
+        ));
         assert!(e.starts_with("w.toml:5:11: stages.a.retries: "), "{e}");
-        let e = first_line_error(&format!("{HEAD}[stages.a]\nplugin = \"shell\"\nbogus = 1\n"));
-        assert!(e.starts_with("w.toml:5:1: stages.a.bogus: unknown field `bogus`"), "{e}");
-        let e = first_line_error(&format!("{HEAD}[stages.a]\nplugin = \"shell\"\n[stages.a]\nplugin = \"shell\"\n"));
+        let e = first_line_error(&format!(
+            "{HEAD}[stages.a]\nplugin = \"shell\"\nbogus = 1\n"
+        ));
+        assert!(
+            e.starts_with("w.toml:5:1: stages.a.bogus: unknown field `bogus`"),
+            "{e}"
+        );
+        let e = first_line_error(&format!(
+            "{HEAD}[stages.a]\nplugin = \"shell\"\n[stages.a]\nplugin = \"shell\"\n"
+        ));
         assert!(e.starts_with("w.toml:5:") && e.contains("stages.a"), "{e}");
     }
 
@@ -475,6 +571,9 @@ mod tests {
     #[test]
     fn missing_stage_suggests_a_name() {
         let e = first_line_error(&format!("{HEAD}[stages.prep]\nplugin = \"shell\"\n[stages.b]\nplugin = \"shell\"\nneeds = [\"perp\"]\n"));
-        assert!(e.contains("stage `perp` does not exist (did you mean `prep`?)"), "{e}");
+        assert!(
+            e.contains("stage `perp` does not exist (did you mean `prep`?)"),
+            "{e}"
+        );
     }
 }

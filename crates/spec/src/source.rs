@@ -61,7 +61,12 @@ impl Source {
     }
 
     /// An error at a byte offset.
-    pub fn error_at_offset(&self, offset: usize, field: &str, message: impl Into<String>) -> SpecError {
+    pub fn error_at_offset(
+        &self,
+        offset: usize,
+        field: &str,
+        message: impl Into<String>,
+    ) -> SpecError {
         let (line, column) = self.line_col(offset);
         SpecError {
             file: self.file.clone(),
@@ -119,7 +124,9 @@ fn walk(table: &dyn toml_edit::TableLike, offset: usize, path: &mut Vec<String>)
             continue;
         };
         let in_key = key.span().is_some_and(|s| s.contains(&offset));
-        let in_item = item.span().is_some_and(|s| s.contains(&offset) || s.end == offset);
+        let in_item = item
+            .span()
+            .is_some_and(|s| s.contains(&offset) || s.end == offset);
         let child: Option<&dyn toml_edit::TableLike> = match item {
             toml_edit::Item::Table(t) => Some(t),
             toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => Some(t),
@@ -149,8 +156,14 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, column)
 }
 
@@ -168,7 +181,8 @@ mod tests {
 
     #[test]
     fn offsets_and_paths_of_keys() {
-        let text = "[workflow]\nname = \"x\"\n\n[stages.a]\nplugin = \"shell\"\nparams = { run = 1 }\n";
+        let text =
+            "[workflow]\nname = \"x\"\n\n[stages.a]\nplugin = \"shell\"\nparams = { run = 1 }\n";
         let src = Source::new("w.toml", text.to_string());
         let off = src.offset_of(&["stages", "a", "params", "run"]).unwrap();
         assert_eq!(src.line_col(off), (6, 12));
@@ -179,6 +193,9 @@ mod tests {
         let missing = src.offset_of(&["stages", "a", "nope"]).unwrap();
         assert_eq!(src.line_col(missing), (4, 9));
         let err = src.error_at(&["stages", "a", "params", "run"], "must be a string");
-        assert_eq!(err.to_string(), "w.toml:6:12: stages.a.params.run: must be a string");
+        assert_eq!(
+            err.to_string(),
+            "w.toml:6:12: stages.a.params.run: must be a string"
+        );
     }
 }

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 /// Parses a duration such as `"30s"`, `"2h"`, `"1h 30m"` or `"3days"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. \"90s\", \"2h\" or \"3days\""))
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. \"90s\", \"2h\" or \"3days\"")
+    })
 }
 
 /// Parses a memory size: a plain number of bytes or a number with a unit

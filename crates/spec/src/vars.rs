@@ -46,7 +46,8 @@ impl Vars {
             return Ok(toml::Value::String(s.to_string()));
         }
         let trimmed = s.trim();
-        if trimmed.starts_with("${") && trimmed.ends_with('}') && trimmed.matches("${").count() == 1 {
+        if trimmed.starts_with("${") && trimmed.ends_with('}') && trimmed.matches("${").count() == 1
+        {
             let name = &trimmed[2..trimmed.len() - 1];
             return self.lookup(name);
         }
@@ -82,7 +83,11 @@ impl Vars {
             let known: Vec<_> = self.values.keys().map(String::as_str).collect();
             format!(
                 "variable `{var}` is not defined in [vars] (defined: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )
         })
     }
@@ -96,18 +101,26 @@ mod tests {
         let mut values = BTreeMap::new();
         values.insert("n".into(), toml::Value::Integer(3));
         values.insert("who".into(), toml::Value::String("Welt".into()));
-        Vars { values, workflow_dir: "/w".into() }
+        Vars {
+            values,
+            workflow_dir: "/w".into(),
+        }
     }
 
     #[test]
     fn whole_string_keeps_type() {
-        assert_eq!(vars().substitute_str("${vars.n}").unwrap(), toml::Value::Integer(3));
+        assert_eq!(
+            vars().substitute_str("${vars.n}").unwrap(),
+            toml::Value::Integer(3)
+        );
     }
 
     #[test]
     fn embedded_is_formatted() {
         assert_eq!(
-            vars().substitute_str("hallo ${vars.who} x${vars.n} ${workflow.dir}/a").unwrap(),
+            vars()
+                .substitute_str("hallo ${vars.who} x${vars.n} ${workflow.dir}/a")
+                .unwrap(),
             toml::Value::String("hallo Welt x3 /w/a".into())
         );
     }

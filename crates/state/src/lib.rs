@@ -36,7 +36,9 @@ impl State {
             .or_else(|| location.strip_prefix("sqlite:"))
             .unwrap_or(location);
         if location.contains("://") && !location.starts_with("sqlite:") {
-            anyhow::bail!("state `{location}`: only SQLite (a path or sqlite:// URL) is supported so far");
+            anyhow::bail!(
+                "state `{location}`: only SQLite (a path or sqlite:// URL) is supported so far"
+            );
         }
         if let Some(parent) = Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
@@ -60,14 +62,19 @@ impl State {
             .run(&pool)
             .await
             .with_context(|| format!("migrating state database {path}"))?;
-        Ok(State { pool, url: path.to_string() })
+        Ok(State {
+            pool,
+            url: path.to_string(),
+        })
     }
 
     /// Opens an existing database without creating it (for read-only commands).
     pub async fn open_existing(location: &str) -> Result<State> {
         let path = location.strip_prefix("sqlite://").unwrap_or(location);
         if !location.contains("://") && !Path::new(path).exists() {
-            anyhow::bail!("no state database at {path} (run `leo run WORKFLOW` first, or pass --state)");
+            anyhow::bail!(
+                "no state database at {path} (run `leo run WORKFLOW` first, or pass --state)"
+            );
         }
         State::open(location).await
     }
@@ -113,10 +120,12 @@ impl State {
 
     /// Runs, newest first.
     pub async fn list_runs(&self, limit: i64) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(RunRecord::from_row).collect()
     }
 
@@ -173,11 +182,13 @@ impl State {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE attempts SET heartbeat_at = $2 WHERE run_id = $1 AND status = 'running'")
-            .bind(run_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE attempts SET heartbeat_at = $2 WHERE run_id = $1 AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -247,7 +258,10 @@ impl State {
     }
 
     /// The most recent stage that succeeded with this fingerprint (in any run), with its outputs.
-    pub async fn find_cached(&self, fingerprint: &str) -> Result<Option<(String, Vec<(String, String)>)>> {
+    pub async fn find_cached(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<(String, Vec<(String, String)>)>> {
         let row = sqlx::query(
             "SELECT run_id, name FROM stages WHERE fingerprint = $1 AND status IN ('succeeded', 'cached')
              ORDER BY updated_at DESC LIMIT 1",
@@ -264,11 +278,13 @@ impl State {
 
     /// (output name, artifact digest) of a stage in a run.
     pub async fn stage_outputs(&self, run_id: &str, stage: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT name, digest FROM stage_outputs WHERE run_id = $1 AND stage = $2 ORDER BY name")
-            .bind(run_id)
-            .bind(stage)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, digest FROM stage_outputs WHERE run_id = $1 AND stage = $2 ORDER BY name",
+        )
+        .bind(run_id)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("name")?, r.try_get("digest")?)))
             .collect()
@@ -315,18 +331,21 @@ impl State {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await.with_context(|| format!("committing outputs of stage {}", c.stage))?;
+        tx.commit()
+            .await
+            .with_context(|| format!("committing outputs of stage {}", c.stage))?;
         Ok(())
     }
 
     // ---- attempts -----------------------------------------------------------------------
 
     pub async fn attempt_count(&self, run_id: &str, stage: &str) -> Result<u32> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE run_id = $1 AND stage = $2")
-            .bind(run_id)
-            .bind(stage)
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE run_id = $1 AND stage = $2")
+                .bind(run_id)
+                .bind(stage)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n as u32)
     }
 
@@ -425,10 +444,12 @@ impl State {
     }
 
     pub async fn get_attempt(&self, attempt_id: &str) -> Result<Option<AttemptRecord>> {
-        let row = sqlx::query(&format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = $1"))
-            .bind(attempt_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = $1"
+        ))
+        .bind(attempt_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| AttemptRecord::from_row(&r)).transpose()
     }
 
@@ -460,13 +481,24 @@ impl State {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        insert_edge(&mut tx, &c.attempt_id, &c.digest, "checkpoint", &format!("step-{}", c.step)).await?;
+        insert_edge(
+            &mut tx,
+            &c.attempt_id,
+            &c.digest,
+            "checkpoint",
+            &format!("step-{}", c.step),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The checkpoint with the highest step recorded for a stage of a run.
-    pub async fn latest_checkpoint(&self, run_id: &str, stage: &str) -> Result<Option<(String, u64)>> {
+    pub async fn latest_checkpoint(
+        &self,
+        run_id: &str,
+        stage: &str,
+    ) -> Result<Option<(String, u64)>> {
         let row = sqlx::query("SELECT digest, step FROM checkpoints WHERE run_id = $1 AND stage = $2 ORDER BY step DESC LIMIT 1")
             .bind(run_id)
             .bind(stage)
@@ -476,19 +508,34 @@ impl State {
             .transpose()
     }
 
-    pub async fn record_event(&self, attempt_id: &str, seq: i64, kind: &str, payload: &str) -> Result<()> {
-        sqlx::query("INSERT INTO events (attempt_id, seq, at, kind, payload) VALUES ($1, $2, $3, $4, $5)")
-            .bind(attempt_id)
-            .bind(seq)
-            .bind(now_ms())
-            .bind(kind)
-            .bind(payload)
-            .execute(&self.pool)
-            .await?;
+    pub async fn record_event(
+        &self,
+        attempt_id: &str,
+        seq: i64,
+        kind: &str,
+        payload: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (attempt_id, seq, at, kind, payload) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(attempt_id)
+        .bind(seq)
+        .bind(now_ms())
+        .bind(kind)
+        .bind(payload)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn record_metric(&self, attempt_id: &str, seq: i64, step: Option<u64>, name: &str, value: f64) -> Result<()> {
+    pub async fn record_metric(
+        &self,
+        attempt_id: &str,
+        seq: i64,
+        step: Option<u64>,
+        name: &str,
+        value: f64,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO metrics (attempt_id, seq, at, step, name, value) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(attempt_id)
             .bind(seq)
@@ -502,11 +549,14 @@ impl State {
     }
 
     pub async fn events(&self, attempt_id: &str) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT kind, payload FROM events WHERE attempt_id = $1 ORDER BY seq")
-            .bind(attempt_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("payload")?))).collect()
+        let rows =
+            sqlx::query("SELECT kind, payload FROM events WHERE attempt_id = $1 ORDER BY seq")
+                .bind(attempt_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("payload")?)))
+            .collect()
     }
 
     // ---- lineage ------------------------------------------------------------------------
@@ -525,7 +575,10 @@ impl State {
         let attempt_id: String = row.try_get("attempt_id")?;
         let relation: String = row.try_get("relation")?;
         let name: String = row.try_get("name")?;
-        Ok(self.get_attempt(&attempt_id).await?.map(|a| (a, relation, name)))
+        Ok(self
+            .get_attempt(&attempt_id)
+            .await?
+            .map(|a| (a, relation, name)))
     }
 
     /// (relation, name, artifact) edges into an attempt: inputs and resumed-from checkpoints.
@@ -538,24 +591,34 @@ impl State {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("relation")?, r.try_get("name")?, r.try_get("artifact")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("relation")?,
+                    r.try_get("name")?,
+                    r.try_get("artifact")?,
+                ))
+            })
             .collect()
     }
 
     pub async fn artifact(&self, digest: &str) -> Result<Option<ArtifactRecord>> {
-        let row = sqlx::query("SELECT digest, kind, size, files, uri, created_at FROM artifacts WHERE digest = $1")
-            .bind(digest)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT digest, kind, size, files, uri, created_at FROM artifacts WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| ArtifactRecord::from_row(&r)).transpose()
     }
 
     /// Digests starting with `prefix` (so users can type a short id).
     pub async fn artifacts_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT digest FROM artifacts WHERE digest LIKE $1 ORDER BY digest LIMIT 10")
-            .bind(format!("{}%", prefix.replace(['%', '_'], "")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT digest FROM artifacts WHERE digest LIKE $1 ORDER BY digest LIMIT 10",
+        )
+        .bind(format!("{}%", prefix.replace(['%', '_'], "")))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
     }
 }
@@ -586,7 +649,9 @@ mod tests {
 
     async fn state() -> (tempfile::TempDir, State) {
         let dir = tempfile::tempdir().unwrap();
-        let s = State::open(dir.path().join("s.db").to_str().unwrap()).await.unwrap();
+        let s = State::open(dir.path().join("s.db").to_str().unwrap())
+            .await
+            .unwrap();
         (dir, s)
     }
 
@@ -621,13 +686,29 @@ mod tests {
         })
         .await
         .unwrap();
-        let inputs = vec![("raw".to_string(), "sha256:ext".to_string(), Some("file:///x".to_string()))];
+        let inputs = vec![(
+            "raw".to_string(),
+            "sha256:ext".to_string(),
+            Some("file:///x".to_string()),
+        )];
         let id = s
-            .start_attempt(&NewAttempt { run_id: "r1", stage: "a", number: 1, host: "h", inputs: &inputs, resumed_from: None })
+            .start_attempt(&NewAttempt {
+                run_id: "r1",
+                stage: "a",
+                number: 1,
+                host: "h",
+                inputs: &inputs,
+                resumed_from: None,
+            })
             .await
             .unwrap();
         assert_eq!(s.find_cached("fp1").await.unwrap(), None);
-        let outputs = vec![OutputArtifact { name: "out".into(), digest: "sha256:o".into(), size: 3, files: 1 }];
+        let outputs = vec![OutputArtifact {
+            name: "out".into(),
+            digest: "sha256:o".into(),
+            size: 3,
+            files: 1,
+        }];
         s.complete_stage(&StageCompletion {
             run_id: "r1",
             stage: "a",
@@ -638,16 +719,28 @@ mod tests {
         })
         .await
         .unwrap();
-        s.finish_attempt(&AttemptFinish { attempt_id: &id, status: AttemptStatus::Succeeded, exit_code: Some(0), error: None, log: None })
-            .await
-            .unwrap();
+        s.finish_attempt(&AttemptFinish {
+            attempt_id: &id,
+            status: AttemptStatus::Succeeded,
+            exit_code: Some(0),
+            error: None,
+            log: None,
+        })
+        .await
+        .unwrap();
         let (run_id, outs) = s.find_cached("fp1").await.unwrap().unwrap();
         assert_eq!(run_id, "r1");
         assert_eq!(outs, vec![("out".to_string(), "sha256:o".to_string())]);
         let (producer, relation, name) = s.producer("sha256:o").await.unwrap().unwrap();
-        assert_eq!((producer.stage.as_str(), relation.as_str(), name.as_str()), ("a", "output", "out"));
+        assert_eq!(
+            (producer.stage.as_str(), relation.as_str(), name.as_str()),
+            ("a", "output", "out")
+        );
         let ins = s.attempt_inputs(&id).await.unwrap();
-        assert_eq!(ins, vec![("input".into(), "raw".into(), "sha256:ext".into())]);
+        assert_eq!(
+            ins,
+            vec![("input".into(), "raw".into(), "sha256:ext".into())]
+        );
         assert_eq!(s.stages("r1").await.unwrap()[0].attempts, 1);
     }
 
@@ -656,17 +749,32 @@ mod tests {
         let (_d, s) = state().await;
         s.create_run(&run("r1")).await.unwrap();
         s.upsert_stage(&StageUpdate {
-            run_id: "r1", stage: "a", status: StageStatus::Pending,
-            fingerprint: None, fingerprint_json: None, cached_from_run: None, error: None,
+            run_id: "r1",
+            stage: "a",
+            status: StageStatus::Pending,
+            fingerprint: None,
+            fingerprint_json: None,
+            cached_from_run: None,
+            error: None,
         })
         .await
         .unwrap();
-        s.start_attempt(&NewAttempt { run_id: "r1", stage: "a", number: 1, host: "h", inputs: &[], resumed_from: None })
-            .await
-            .unwrap();
+        s.start_attempt(&NewAttempt {
+            run_id: "r1",
+            stage: "a",
+            number: 1,
+            host: "h",
+            inputs: &[],
+            resumed_from: None,
+        })
+        .await
+        .unwrap();
         assert_eq!(s.mark_lost("r1").await.unwrap(), 1);
         assert_eq!(s.stages("r1").await.unwrap()[0].status, StageStatus::Lost);
-        assert_eq!(s.attempts("r1").await.unwrap()[0].status, AttemptStatus::Lost);
+        assert_eq!(
+            s.attempts("r1").await.unwrap()[0].status,
+            AttemptStatus::Lost
+        );
     }
 
     #[tokio::test]
@@ -674,23 +782,43 @@ mod tests {
         let (_d, s) = state().await;
         s.create_run(&run("r1")).await.unwrap();
         s.upsert_stage(&StageUpdate {
-            run_id: "r1", stage: "t", status: StageStatus::Pending,
-            fingerprint: None, fingerprint_json: None, cached_from_run: None, error: None,
+            run_id: "r1",
+            stage: "t",
+            status: StageStatus::Pending,
+            fingerprint: None,
+            fingerprint_json: None,
+            cached_from_run: None,
+            error: None,
         })
         .await
         .unwrap();
         let id = s
-            .start_attempt(&NewAttempt { run_id: "r1", stage: "t", number: 1, host: "h", inputs: &[], resumed_from: None })
+            .start_attempt(&NewAttempt {
+                run_id: "r1",
+                stage: "t",
+                number: 1,
+                host: "h",
+                inputs: &[],
+                resumed_from: None,
+            })
             .await
             .unwrap();
         for step in [5u64, 10] {
             s.record_checkpoint(&CheckpointRecord {
-                run_id: "r1".into(), stage: "t".into(), attempt_id: id.clone(), step,
-                digest: format!("sha256:c{step}"), size: 1, files: 1,
+                run_id: "r1".into(),
+                stage: "t".into(),
+                attempt_id: id.clone(),
+                step,
+                digest: format!("sha256:c{step}"),
+                size: 1,
+                files: 1,
             })
             .await
             .unwrap();
         }
-        assert_eq!(s.latest_checkpoint("r1", "t").await.unwrap(), Some(("sha256:c10".into(), 10)));
+        assert_eq!(
+            s.latest_checkpoint("r1", "t").await.unwrap(),
+            Some(("sha256:c10".into(), 10))
+        );
     }
 }

@@ -71,7 +71,8 @@ status_enum!(
     }
 );
 
-pub(crate) const RUN_COLUMNS: &str = "id, workflow_name, workflow_path, spec_json, store_url, status, created_at, \
+pub(crate) const RUN_COLUMNS: &str =
+    "id, workflow_name, workflow_path, spec_json, store_url, status, created_at, \
      updated_at, engine_host, engine_pid, engine_heartbeat";
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,7 +137,8 @@ impl StageRecord {
     }
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str = "id, run_id, stage, number, status, host, pid, started_at, heartbeat_at, \
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "id, run_id, stage, number, status, host, pid, started_at, heartbeat_at, \
      finished_at, exit_code, error, resumed_from, log_artifact";
 
 #[derive(Debug, Clone, Serialize)]

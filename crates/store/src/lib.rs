@@ -33,7 +33,9 @@ pub struct ArtifactStore {
 
 impl std::fmt::Debug for ArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArtifactStore").field("url", &self.url).finish()
+        f.debug_struct("ArtifactStore")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -72,7 +74,11 @@ impl ArtifactStore {
         for (rel, abs) in files {
             let (sha256, size) = manifest::hash_file(&abs)?;
             self.put_blob(&abs, &sha256, size).await?;
-            entries.push(FileEntry { path: rel, size, sha256 });
+            entries.push(FileEntry {
+                path: rel,
+                size,
+                sha256,
+            });
         }
         let manifest = Manifest::new(entries);
         let digest = manifest.digest();
@@ -149,9 +155,14 @@ impl ArtifactStore {
             .with_context(|| format!("artifact {digest} is not in {}", self.url))?
             .bytes()
             .await?;
-        let manifest = Manifest::from_json(&bytes).with_context(|| format!("manifest of {digest}"))?;
+        let manifest =
+            Manifest::from_json(&bytes).with_context(|| format!("manifest of {digest}"))?;
         if manifest.digest() != digest {
-            bail!("manifest of {digest} in {} is corrupt (its digest is {})", self.url, manifest.digest());
+            bail!(
+                "manifest of {digest} in {} is corrupt (its digest is {})",
+                self.url,
+                manifest.digest()
+            );
         }
         Ok(manifest)
     }
@@ -180,7 +191,12 @@ impl ArtifactStore {
             .iter()
             .find(|f| f.path == path)
             .with_context(|| format!("artifact {digest} has no file {path}"))?;
-        let bytes = self.inner.get(&blob_path(&entry.sha256)).await?.bytes().await?;
+        let bytes = self
+            .inner
+            .get(&blob_path(&entry.sha256))
+            .await?
+            .bytes()
+            .await?;
         Ok(bytes.to_vec())
     }
 
@@ -206,7 +222,10 @@ impl ArtifactStore {
         let got = hex::encode(sha2::Digest::finalize(hasher));
         if got != sha256 {
             let _ = tokio::fs::remove_file(&tmp).await;
-            bail!("blob {sha256} in {} is corrupt (content hashes to {got})", self.url);
+            bail!(
+                "blob {sha256} in {} is corrupt (content hashes to {got})",
+                self.url
+            );
         }
         tokio::fs::rename(&tmp, target)
             .await
@@ -216,14 +235,20 @@ impl ArtifactStore {
 }
 
 fn blob_path(sha256: &str) -> StorePath {
-    StorePath::from(format!("blobs/sha256/{}/{}", &sha256[..2.min(sha256.len())], sha256))
+    StorePath::from(format!(
+        "blobs/sha256/{}/{}",
+        &sha256[..2.min(sha256.len())],
+        sha256
+    ))
 }
 
 fn manifest_path(digest: &str) -> Result<StorePath> {
     let hex = digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .with_context(|| format!("`{digest}` is not an artifact digest (sha256:<64 hex digits>)"))?;
+        .with_context(|| {
+            format!("`{digest}` is not an artifact digest (sha256:<64 hex digits>)")
+        })?;
     Ok(StorePath::from(format!("manifests/sha256/{hex}.json")))
 }
 
@@ -250,7 +275,10 @@ mod tests {
         let dest = tmp.path().join("in");
         store.materialise(&digest, &dest).await.unwrap();
         assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"hallo");
-        assert_eq!(std::fs::read(dest.join("sub/b.bin")).unwrap(), vec![7u8; 1000]);
+        assert_eq!(
+            std::fs::read(dest.join("sub/b.bin")).unwrap(),
+            vec![7u8; 1000]
+        );
         assert_eq!(store.read_file(&digest, "a.txt").await.unwrap(), b"hallo");
     }
 
@@ -263,8 +291,15 @@ mod tests {
         std::fs::write(&f, b"data").unwrap();
         let (digest, manifest) = store.put_path(&f).await.unwrap();
         let sha = &manifest.files[0].sha256;
-        std::fs::write(root.join(format!("blobs/sha256/{}/{}", &sha[..2], sha)), b"evil").unwrap();
-        let err = store.materialise(&digest, &tmp.path().join("in")).await.unwrap_err();
+        std::fs::write(
+            root.join(format!("blobs/sha256/{}/{}", &sha[..2], sha)),
+            b"evil",
+        )
+        .unwrap();
+        let err = store
+            .materialise(&digest, &tmp.path().join("in"))
+            .await
+            .unwrap_err();
         assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
     }
 

@@ -52,7 +52,11 @@ pub fn digest_path(path: &Path) -> Result<(String, Manifest)> {
     let mut entries = Vec::new();
     for (rel, abs) in list_files(path)? {
         let (sha256, size) = hash_file(&abs)?;
-        entries.push(FileEntry { path: rel, size, sha256 });
+        entries.push(FileEntry {
+            path: rel,
+            size,
+            sha256,
+        });
     }
     let manifest = Manifest::new(entries);
     Ok((manifest.digest(), manifest))
@@ -72,7 +76,9 @@ pub(crate) fn list_files(path: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
             let entry = entry?;
             let p = entry.path();
             let meta = std::fs::metadata(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -101,7 +107,9 @@ pub(crate) fn hash_file(path: &Path) -> Result<(String, u64)> {
     let mut buf = vec![0u8; 256 << 10];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }

@@ -1,0 +1,114 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Run LLM training workflows (the LeoLM recipe and its kin) as resumable, cached DAGs.
+#[derive(Parser, Debug)]
+#[command(name = "leo", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State database (a path or sqlite:// URL). Default: the workflow's [storage] state, else .leo/state.db.
+    #[arg(long, global = true, env = "LEO_STATE_URL")]
+    pub state: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Plan and run a workflow; prints the run id.
+    Run(RunArgs),
+    /// Finish a failed, cancelled or killed run: done stages are kept, checkpoints resumed.
+    Resume {
+        run: String,
+        #[command(flatten)]
+        machine: MachineArgs,
+        /// Print the outcome as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's stages, attempts and cache hits (default: the latest run).
+    Status {
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what would run and what is cached, and for each miss the field that changed.
+    Plan {
+        file: PathBuf,
+        #[arg(long, env = "LEO_STORE_URL")]
+        store: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a workflow file and its plugins' params without running anything.
+    Validate { file: PathBuf },
+    /// Print the stage graph.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormatArg::Dot)]
+        format: GraphFormatArg,
+    },
+    /// Print the log (stdout and stderr) of a stage's latest attempt.
+    Logs {
+        run: String,
+        stage: String,
+        /// Attempt number (default: the latest).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Trace an artifact back through the stages and inputs that made it.
+    Lineage {
+        /// Artifact digest (`sha256:…`, a unique prefix is enough).
+        artifact: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one attempt of a built-in plugin (used by the engine).
+    #[command(hide = true)]
+    Worker { plugin: String, invocation: PathBuf },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    pub file: PathBuf,
+    /// Artifact store (a folder or file:// URL). Default: the workflow's [storage] artifacts, else .leo/store.
+    #[arg(long, env = "LEO_STORE_URL")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MachineArgs {
+    /// CPUs stages may use together (default: all).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// GPUs stages may use (default: CUDA_VISIBLE_DEVICES, else all the driver reports).
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Seconds a stage gets to stop after SIGTERM before it is killed.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace: f64,
+    /// First retry delay in seconds (doubles per retry, with jitter).
+    #[arg(long, default_value_t = 1.0, env = "LEO_RETRY_DELAY")]
+    pub retry_delay: f64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum GraphFormatArg {
+    Dot,
+    Mermaid,
+}

@@ -1,0 +1,169 @@
+//! `status`, `list`, `logs`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use leo_state::State;
+use leo_store::ArtifactStore;
+
+use super::{format_seconds, format_time, state_location, work_root};
+
+async fn open(state_flag: Option<String>) -> Result<(State, String)> {
+    let loc = state_location(state_flag, None);
+    Ok((State::open_existing(&loc).await?, loc))
+}
+
+pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -> Result<ExitCode> {
+    let (state, _) = open(state_flag).await?;
+    let run = match run {
+        Some(id) => state
+            .get_run(id)
+            .await?
+            .with_context(|| format!("no run `{id}` (see `leo list`)"))?,
+        None => state.latest_run(None).await?.context("no runs yet")?,
+    };
+    let stages = state.stages(&run.id).await?;
+    let attempts = state.attempts(&run.id).await?;
+    if json {
+        let mut out = Vec::new();
+        for s in &stages {
+            let outputs: serde_json::Map<String, serde_json::Value> = state
+                .stage_outputs(&run.id, &s.name)
+                .await?
+                .into_iter()
+                .map(|(n, d)| (n, serde_json::Value::String(d)))
+                .collect();
+            let mine: Vec<_> = attempts.iter().filter(|a| a.stage == s.name).collect();
+            let mut v = serde_json::to_value(s)?;
+            v["outputs"] = serde_json::Value::Object(outputs);
+            v["attempt_list"] = serde_json::to_value(&mine)?;
+            out.push(v);
+        }
+        let v = serde_json::json!({ "run": run, "stages": out });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "run {}  workflow {}  {}  started {}  ({})",
+        run.id,
+        run.workflow_name,
+        run.status,
+        format_time(run.created_at),
+        run.workflow_path
+    );
+    let width = stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:width$}  {:10} {:>8}  {:>9}  note",
+        "stage", "status", "attempts", "time"
+    );
+    for s in &stages {
+        let last = attempts.iter().filter(|a| a.stage == s.name).last();
+        let time = last
+            .and_then(|a| {
+                a.finished_at
+                    .map(|f| format_seconds((f - a.started_at) as f64 / 1000.0))
+            })
+            .unwrap_or_default();
+        let note = match (
+            &s.cached_from_run,
+            &s.error,
+            last.and_then(|a| a.resumed_from.as_ref()),
+        ) {
+            (Some(r), _, _) => format!("cached from run {r}"),
+            (_, Some(e), _) => e.chars().take(160).collect(),
+            (_, _, Some(c)) => format!("resumed from {}", short(c)),
+            _ => String::new(),
+        };
+        println!(
+            "{:width$}  {:10} {:>8}  {:>9}  {}",
+            s.name,
+            s.status.as_str(),
+            s.attempts,
+            time,
+            note
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(state_flag: Option<String>, limit: i64, json: bool) -> Result<ExitCode> {
+    let (state, _) = open(state_flag).await?;
+    let runs = state.list_runs(limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in runs {
+        println!(
+            "{}  {:10} {}  {}",
+            r.id,
+            r.status.as_str(),
+            format_time(r.created_at),
+            r.workflow_name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(
+    state_flag: Option<String>,
+    run: &str,
+    stage: &str,
+    attempt: Option<u32>,
+) -> Result<ExitCode> {
+    let (state, loc) = open(state_flag).await?;
+    let run_rec = state
+        .get_run(run)
+        .await?
+        .with_context(|| format!("no run `{run}` (see `leo list`)"))?;
+    let attempts: Vec<_> = state
+        .attempts(run)
+        .await?
+        .into_iter()
+        .filter(|a| a.stage == stage)
+        .collect();
+    let chosen = match attempt {
+        Some(n) => attempts.iter().find(|a| a.number == i64::from(n)),
+        None => attempts.last(),
+    };
+    let Some(a) = chosen else {
+        bail!(
+            "stage `{stage}` of run {run} has no attempt{}",
+            attempt.map(|n| format!(" {n}")).unwrap_or_default()
+        );
+    };
+    let bytes = match &a.log_artifact {
+        Some(digest) => {
+            let store = ArtifactStore::open(&run_rec.store_url)?;
+            store.read_file(digest, "log.txt").await?
+        }
+        None => {
+            // Still running (or lost): the log is in the attempt's working folder.
+            let path = work_root(&loc)
+                .join(run)
+                .join(stage)
+                .join(format!("attempt-{}", a.number))
+                .join("log.txt");
+            std::fs::read(&path).with_context(|| {
+                format!(
+                    "no stored log for attempt {}, and {} is unreadable",
+                    a.number,
+                    path.display()
+                )
+            })?
+        }
+    };
+    use std::io::Write;
+    std::io::stdout().write_all(&bytes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn short(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}

@@ -1,0 +1,133 @@
+//! `leo lineage ARTIFACT`: the chain of attempts and inputs that produced an artifact.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use leo_state::State;
+use serde_json::{json, Value};
+
+use super::inspect::short;
+use super::state_location;
+
+pub async fn lineage(
+    state_flag: Option<String>,
+    artifact: &str,
+    json_out: bool,
+) -> Result<ExitCode> {
+    let state = State::open_existing(&state_location(state_flag, None)).await?;
+    let digest = resolve(&state, artifact).await?;
+    let mut seen = HashSet::new();
+    let tree = node(&state, &digest, &mut seen).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&tree)?);
+    } else {
+        print_tree(&tree, "", true, true);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resolve(state: &State, text: &str) -> Result<String> {
+    let prefix = if text.starts_with("sha256:") {
+        text.to_string()
+    } else {
+        format!("sha256:{text}")
+    };
+    let matches = state.artifacts_with_prefix(&prefix).await?;
+    match matches.len() {
+        0 => bail!("no artifact `{text}` in this state database"),
+        1 => Ok(matches[0].clone()),
+        _ => bail!("`{text}` is ambiguous: {}", matches.join(", ")),
+    }
+}
+
+/// The artifact, its producing attempt and, recursively, that attempt's inputs.
+fn node<'a>(
+    state: &'a State,
+    digest: &'a str,
+    seen: &'a mut HashSet<String>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value>> + Send + 'a>> {
+    Box::pin(async move {
+        let record = state.artifact(digest).await?;
+        let mut v = json!({ "artifact": digest, "kind": record.as_ref().map(|r| r.kind.clone()) });
+        if let Some(uri) = record.as_ref().and_then(|r| r.uri.clone()) {
+            v["uri"] = json!(uri);
+        }
+        if !seen.insert(digest.to_string()) {
+            v["repeated"] = json!(true);
+            return Ok(v);
+        }
+        let Some((attempt, relation, name)) = state.producer(digest).await? else {
+            return Ok(v);
+        };
+        let plugin = state
+            .stages(&attempt.run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.name == attempt.stage)
+            .and_then(|s| s.fingerprint_json)
+            .and_then(|j| serde_json::from_str::<Value>(&j).ok())
+            .map(|p| json!({ "plugin": p["plugin"], "params": p["params"] }));
+        let mut inputs = Vec::new();
+        for (rel, input_name, input_digest) in state.attempt_inputs(&attempt.id).await? {
+            let mut child = node(state, &input_digest, seen).await?;
+            child["relation"] = json!(rel);
+            child["name"] = json!(input_name);
+            inputs.push(child);
+        }
+        v["produced_by"] = json!({
+            "run": attempt.run_id,
+            "stage": attempt.stage,
+            "attempt": attempt.number,
+            "host": attempt.host,
+            "as": relation,
+            "name": name,
+            "started_at": attempt.started_at,
+            "finished_at": attempt.finished_at,
+            "code": plugin,
+        });
+        v["inputs"] = Value::Array(inputs);
+        Ok(v)
+    })
+}
+
+fn print_tree(v: &Value, prefix: &str, last: bool, root: bool) {
+    let digest = v["artifact"].as_str().unwrap_or("?");
+    let mut line = String::new();
+    if let (Some(rel), Some(name)) = (v["relation"].as_str(), v["name"].as_str()) {
+        line.push_str(&format!("{rel} `{name}`: "));
+    }
+    line.push_str(&short(digest));
+    if let Some(p) = v.get("produced_by").filter(|p| !p.is_null()) {
+        let plugin = &p["code"]["plugin"];
+        line.push_str(&format!(
+            "  {} `{}` of stage {} (run {}, attempt {}, plugin {} {})",
+            p["as"].as_str().unwrap_or(""),
+            p["name"].as_str().unwrap_or(""),
+            p["stage"].as_str().unwrap_or(""),
+            p["run"].as_str().unwrap_or(""),
+            p["attempt"],
+            plugin["name"].as_str().unwrap_or("?"),
+            plugin["version"].as_str().unwrap_or("?"),
+        ));
+    } else if let Some(uri) = v["uri"].as_str() {
+        line.push_str(&format!("  external {uri}"));
+    }
+    if v["repeated"].as_bool() == Some(true) {
+        line.push_str("  (see above)");
+    }
+    if root {
+        println!("{line}");
+    } else {
+        println!("{prefix}{}{line}", if last { "└── " } else { "├── " });
+    }
+    let children = v["inputs"].as_array().cloned().unwrap_or_default();
+    let child_prefix = if root {
+        String::new()
+    } else {
+        format!("{prefix}{}", if last { "    " } else { "│   " })
+    };
+    for (i, c) in children.iter().enumerate() {
+        print_tree(c, &child_prefix, i + 1 == children.len(), false);
+    }
+}

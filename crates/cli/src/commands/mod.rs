@@ -1,0 +1,120 @@
+//! One function per subcommand. Exit codes: 0 ok, 1 a run or command failed, 2 bad input
+//! (invalid workflow, unknown run), 130 cancelled.
+
+mod inspect;
+mod lineage;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use leo_engine::Catalog;
+use leo_spec::SpecError;
+
+use crate::cli::{Cli, Command};
+
+pub const DEFAULT_STATE: &str = ".leo/state.db";
+pub const DEFAULT_STORE: &str = ".leo/store";
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    if let Command::Worker { plugin, invocation } = &cli.command {
+        return crate::worker::run(plugin, invocation);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let state = cli.state.clone();
+        let result = match cli.command {
+            Command::Run(args) => run::run(state, args).await,
+            Command::Resume { run, machine, json } => run::resume(state, &run, machine, json).await,
+            Command::Status { run, json } => inspect::status(state, run.as_deref(), json).await,
+            Command::List { limit, json } => inspect::list(state, limit, json).await,
+            Command::Plan { file, store, json } => run::plan(state, &file, store, json).await,
+            Command::Validate { file } => run::validate(&file),
+            Command::Graph { file, format } => run::graph(&file, format),
+            Command::Logs {
+                run,
+                stage,
+                attempt,
+            } => inspect::logs(state, &run, &stage, attempt).await,
+            Command::Lineage { artifact, json } => lineage::lineage(state, &artifact, json).await,
+            Command::Worker { .. } => unreachable!("handled above"),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                if let Some(spec) = e.downcast_ref::<SpecError>() {
+                    eprintln!("error: {spec}");
+                    return ExitCode::from(2);
+                }
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+pub fn catalog() -> anyhow::Result<Catalog> {
+    let exe =
+        std::env::current_exe().map_err(|e| anyhow::anyhow!("locating the leo executable: {e}"))?;
+    Ok(Catalog::new(crate::worker::builtins(), exe))
+}
+
+/// Loads and checks a workflow file; errors are [`SpecError`]s naming file:line:col and field.
+pub fn load_checked(file: &Path) -> anyhow::Result<leo_engine::Checked> {
+    let loaded = leo_spec::load_file(file)?;
+    Ok(leo_engine::check(&loaded, &catalog()?)?)
+}
+
+/// The state location: `--state` / `LEO_STATE_URL`, then the workflow's, then the default.
+pub fn state_location(flag: Option<String>, workflow: Option<&leo_spec::Workflow>) -> String {
+    flag.or_else(|| workflow.and_then(|w| w.storage.state.clone()))
+        .unwrap_or_else(|| DEFAULT_STATE.to_string())
+}
+
+/// Attempt working folders live beside the state database.
+pub fn work_root(state_location: &str) -> PathBuf {
+    let path = state_location
+        .strip_prefix("sqlite://")
+        .unwrap_or(state_location);
+    Path::new(path)
+        .parent()
+        .map_or_else(|| PathBuf::from("work"), |p| p.join("work"))
+}
+
+/// Formats a millisecond timestamp as local time.
+pub fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+pub fn format_seconds(s: f64) -> String {
+    if s >= 3600.0 {
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    } else if s >= 60.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+pub fn short_digest(digest: &str) -> String {
+    inspect::short(digest)
+}

@@ -1,0 +1,36 @@
+//! `leo worker PLUGIN INVOCATION`: one attempt of a built-in plugin, in its own process.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use leo_plugin::{Emitter, Invocation, Plugin};
+
+/// The plugins compiled into this binary.
+pub fn builtins() -> Vec<Arc<dyn Plugin>> {
+    vec![Arc::new(leo_plugin_shell::Shell)]
+}
+
+pub fn run(plugin: &str, invocation: &Path) -> ExitCode {
+    match run_inner(plugin, invocation) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(name: &str, invocation: &Path) -> Result<()> {
+    let plugins = builtins();
+    let plugin = plugins
+        .iter()
+        .find(|p| p.name() == name)
+        .with_context(|| format!("no built-in plugin `{name}`"))?;
+    let text =
+        std::fs::read(invocation).with_context(|| format!("reading {}", invocation.display()))?;
+    let inv: Invocation = serde_json::from_slice(&text)
+        .with_context(|| format!("parsing invocation {}", invocation.display()))?;
+    plugin.run(&inv, &Emitter::new())
+}

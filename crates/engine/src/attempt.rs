@@ -1,0 +1,601 @@
+//! One attempt of one stage: a child process speaking the worker protocol.
+//!
+//! The attempt gets its own working folder and process group. Its stdout and stderr go to a
+//! log file that is stored as an artifact when it ends; stdout lines that are events are
+//! recorded and forwarded. Timeouts and cancellation send SIGTERM to the group, then SIGKILL
+//! after the grace period.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use leo_plugin::{Event, InputArtifact, Invocation, ResumeFrom, INVOCATION_ENV, PROTOCOL_VERSION};
+use leo_state::{
+    AttemptFinish, AttemptStatus, CheckpointRecord, NewAttempt, OutputArtifact, StageCompletion,
+    StageStatus, State,
+};
+use leo_store::ArtifactStore;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::check::Checked;
+use crate::observer::{EngineEvent, Observer};
+use crate::scheduler::ResolvedInput;
+
+/// Lines of stderr kept to explain a failure.
+const ERROR_TAIL_LINES: usize = 8;
+/// At most one progress event per attempt per this interval is written to the database.
+const PROGRESS_RECORD_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) struct AttemptSpec {
+    pub run_id: String,
+    pub stage: String,
+    pub number: u32,
+    pub checked: Arc<Checked>,
+    pub inputs: Vec<ResolvedInput>,
+    /// Latest checkpoint of this stage in this run: (digest, step).
+    pub resume_from: Option<(String, u64)>,
+    pub gpus: Vec<u32>,
+    pub state: State,
+    pub store: ArtifactStore,
+    pub observer: Arc<dyn Observer>,
+    pub work_dir: PathBuf,
+    pub grace: Duration,
+    pub cancel: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+pub(crate) enum AttemptOutcome {
+    Succeeded { outputs: BTreeMap<String, String> },
+    Failed { error: String },
+    Cancelled,
+}
+
+enum Exit {
+    Code(i32),
+    Signal(i32),
+    TimedOut,
+    Cancelled,
+}
+
+pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
+    let stage_spec = &spec.checked.workflow.stages[&spec.stage];
+    let plugin = &spec.checked.plugins[&spec.stage];
+    let work = &spec.work_dir;
+    if work.exists() {
+        tokio::fs::remove_dir_all(work)
+            .await
+            .with_context(|| format!("clearing {}", work.display()))?;
+    }
+    let output_dir = work.join("out");
+    let checkpoint_dir = work.join("checkpoints");
+    let input_dir = work.join("inputs");
+    for d in [&output_dir, &checkpoint_dir, &input_dir] {
+        tokio::fs::create_dir_all(d)
+            .await
+            .with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    // Inputs: stage outputs are materialised from the store; external files are used in place.
+    let mut inputs = BTreeMap::new();
+    for input in &spec.inputs {
+        let path = match &input.external {
+            Some((_, path)) => path.clone(),
+            None => {
+                let dest = input_dir.join(&input.name);
+                spec.store
+                    .materialise(&input.digest, &dest)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "stage {}: materialising input `{}` ({})",
+                            spec.stage, input.name, input.digest
+                        )
+                    })?;
+                dest
+            }
+        };
+        inputs.insert(
+            input.name.clone(),
+            InputArtifact {
+                digest: input.digest.clone(),
+                path,
+            },
+        );
+    }
+    let resume_from = match &spec.resume_from {
+        Some((digest, step)) => {
+            let dest = work.join("resume");
+            spec.store
+                .materialise(digest, &dest)
+                .await
+                .with_context(|| {
+                    format!(
+                        "stage {}: materialising checkpoint {digest} (step {step})",
+                        spec.stage
+                    )
+                })?;
+            Some(ResumeFrom {
+                digest: digest.clone(),
+                step: *step,
+                path: dest,
+            })
+        }
+        None => None,
+    };
+
+    let invocation = Invocation {
+        protocol: PROTOCOL_VERSION,
+        run_id: spec.run_id.clone(),
+        stage: spec.stage.clone(),
+        attempt: spec.number,
+        plugin: plugin.name.clone(),
+        params: stage_spec.params.clone(),
+        inputs,
+        outputs: plugin.outputs.clone(),
+        output_dir: output_dir.clone(),
+        checkpoint_dir: checkpoint_dir.clone(),
+        resume_from: resume_from.clone(),
+        work_dir: work.clone(),
+        rank: 0,
+        world_size: 1,
+        rendezvous: None,
+    };
+    let invocation_path = work.join("invocation.json");
+    tokio::fs::write(&invocation_path, serde_json::to_vec_pretty(&invocation)?)
+        .await
+        .with_context(|| format!("writing {}", invocation_path.display()))?;
+
+    let input_edges: Vec<(String, String, Option<String>)> = spec
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                i.digest.clone(),
+                i.external.as_ref().map(|(uri, _)| uri.clone()),
+            )
+        })
+        .collect();
+    let host = crate::hostname();
+    let attempt_id = spec
+        .state
+        .start_attempt(&NewAttempt {
+            run_id: &spec.run_id,
+            stage: &spec.stage,
+            number: spec.number,
+            host: &host,
+            inputs: &input_edges,
+            resumed_from: spec.resume_from.as_ref().map(|(d, _)| d.as_str()),
+        })
+        .await?;
+    spec.observer.on(EngineEvent::StageStarted {
+        stage: spec.stage.clone(),
+        attempt: spec.number,
+        resumed_from_step: spec.resume_from.as_ref().map(|(_, s)| *s),
+    });
+
+    let log_path = work.join("log.txt");
+    let result = supervise(
+        &spec,
+        &attempt_id,
+        &invocation_path,
+        &log_path,
+        stage_spec.timeout,
+    )
+    .await;
+    let log = store_log(&spec.store, &log_path).await;
+
+    let (status, exit_code, error, outcome) = match result {
+        Ok((Exit::Code(0), reported)) => {
+            match collect_outputs(&spec, &plugin.outputs, &output_dir, work, reported).await {
+                Ok(outputs) => (
+                    AttemptStatus::Succeeded,
+                    Some(0),
+                    None,
+                    AttemptOutcome::Succeeded {
+                        outputs: outputs.clone(),
+                    },
+                ),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    (
+                        AttemptStatus::Failed,
+                        Some(0),
+                        Some(msg.clone()),
+                        AttemptOutcome::Failed { error: msg },
+                    )
+                }
+            }
+        }
+        Ok((Exit::Code(code), _)) => {
+            let msg = failure_message(&format!("exited with code {code}"), &log_path);
+            (
+                AttemptStatus::Failed,
+                Some(code),
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok((Exit::Signal(sig), _)) => {
+            let msg = failure_message(&format!("killed by signal {sig}"), &log_path);
+            (
+                AttemptStatus::Failed,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok((Exit::TimedOut, _)) => {
+            let msg = format!(
+                "timed out after {}",
+                humanize(stage_spec.timeout.unwrap_or_default())
+            );
+            (
+                AttemptStatus::TimedOut,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok((Exit::Cancelled, _)) => (
+            AttemptStatus::Cancelled,
+            None,
+            Some("cancelled".to_string()),
+            AttemptOutcome::Cancelled,
+        ),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            (
+                AttemptStatus::Failed,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+    };
+    let log_ref = log.as_ref().ok().map(|(d, s)| (d.as_str(), *s));
+    if let Err(e) = &log {
+        tracing::warn!("stage {}: storing the log failed: {e:#}", spec.stage);
+    }
+    spec.state
+        .finish_attempt(&AttemptFinish {
+            attempt_id: &attempt_id,
+            status,
+            exit_code,
+            error: error.as_deref(),
+            log: log_ref,
+        })
+        .await?;
+    if let AttemptOutcome::Succeeded { outputs } = &outcome {
+        let mut arts = Vec::new();
+        for (name, digest) in outputs {
+            let manifest = spec.store.manifest(digest).await?;
+            arts.push(OutputArtifact {
+                name: name.clone(),
+                digest: digest.clone(),
+                size: manifest.total_size(),
+                files: manifest.files.len() as u64,
+            });
+        }
+        spec.state
+            .complete_stage(&StageCompletion {
+                run_id: &spec.run_id,
+                stage: &spec.stage,
+                status: StageStatus::Succeeded,
+                attempt_id: Some(&attempt_id),
+                cached_from_run: None,
+                outputs: &arts,
+            })
+            .await?;
+        // The outputs are in the store; the working copy is no longer needed.
+        let _ = tokio::fs::remove_dir_all(work).await;
+    }
+    Ok(outcome)
+}
+
+/// Runs the worker process to its end, handling events, timeout and cancellation.
+async fn supervise(
+    spec: &AttemptSpec,
+    attempt_id: &str,
+    invocation_path: &Path,
+    log_path: &Path,
+    timeout: Option<Duration>,
+) -> Result<(Exit, BTreeMap<String, PathBuf>)> {
+    let stage_spec = &spec.checked.workflow.stages[&spec.stage];
+    let plugin = &spec.checked.plugins[&spec.stage];
+    let log = Arc::new(Mutex::new(
+        std::fs::File::create(log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?,
+    ));
+
+    let (program, args) = plugin
+        .command
+        .split_first()
+        .context("plugin has no command")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .arg(invocation_path)
+        .current_dir(&spec.work_dir)
+        .envs(&stage_spec.env)
+        .env(INVOCATION_ENV, invocation_path)
+        .env("LEO_RUN_ID", &spec.run_id)
+        .env("LEO_STAGE", &spec.stage)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // Always set: a stage that asked for no GPU must not see (and grab) any.
+    let gpu_list: Vec<String> = spec.gpus.iter().map(u32::to_string).collect();
+    cmd.env("CUDA_VISIBLE_DEVICES", gpu_list.join(","));
+    // SAFETY: prctl is async-signal-safe; it makes the worker die with the engine's thread
+    // instead of running on unsupervised (resume then reruns it).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} for stage {}",
+            program.to_string_lossy(),
+            spec.stage
+        )
+    })?;
+    let pid = child
+        .id()
+        .context("worker exited before it could be tracked")? as i32;
+    spec.state
+        .set_attempt_pid(attempt_id, i64::from(pid))
+        .await?;
+
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let stderr_task = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut f) = log.lock() {
+                    let _ = f.write_all(&buf);
+                }
+                buf.clear();
+            }
+        })
+    };
+
+    let mut reported: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    let mut seq: i64 = 0;
+    let mut last_progress_record: Option<Instant> = None;
+    let mut cancel = spec.cancel.clone();
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut stdout_open = true;
+
+    let exit = loop {
+        tokio::select! {
+            read = reader.read_until(b'\n', &mut line), if stdout_open => {
+                match read {
+                    Ok(0) | Err(_) => stdout_open = false,
+                    Ok(_) => {
+                        if let Ok(mut f) = log.lock() {
+                            let _ = f.write_all(&line);
+                        }
+                        let text = String::from_utf8_lossy(&line).into_owned();
+                        line.clear();
+                        if let Some(event) = Event::parse_line(&text) {
+                            seq += 1;
+                            handle_event(spec, attempt_id, seq, event, &mut reported, &mut last_progress_record).await?;
+                        }
+                    }
+                }
+            }
+            status = child.wait(), if !stdout_open => {
+                let status = status.context("waiting for the worker")?;
+                use std::os::unix::process::ExitStatusExt;
+                break match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    _ => Exit::Code(-1),
+                };
+            }
+            _ = sleep_until(deadline) => {
+                terminate(pid, &mut child, spec.grace).await;
+                break Exit::TimedOut;
+            }
+            changed = cancel.changed() => {
+                if changed.is_err() || *cancel.borrow() {
+                    terminate(pid, &mut child, spec.grace).await;
+                    break Exit::Cancelled;
+                }
+            }
+        }
+    };
+    // Anything the group left running (a stray grandchild) goes with the attempt.
+    // SAFETY: signalling our own attempt's process group.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    let _ = stderr_task.await;
+    Ok((exit, reported))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGTERM to the attempt's process group, SIGKILL after the grace period.
+async fn terminate(pid: i32, child: &mut tokio::process::Child, grace: Duration) {
+    // SAFETY: signalling the attempt's own process group (its leader is `pid`).
+    unsafe {
+        libc::kill(-pid, libc::SIGTERM);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = child.wait().await;
+    }
+}
+
+async fn handle_event(
+    spec: &AttemptSpec,
+    attempt_id: &str,
+    seq: i64,
+    event: Event,
+    reported: &mut BTreeMap<String, PathBuf>,
+    last_progress_record: &mut Option<Instant>,
+) -> Result<()> {
+    let payload = serde_json::to_string(&event)?;
+    match event {
+        Event::Progress { done, total, unit } => {
+            spec.observer.on(EngineEvent::Progress {
+                stage: spec.stage.clone(),
+                done,
+                total,
+                unit,
+            });
+            let due = last_progress_record.is_none_or(|t| t.elapsed() >= PROGRESS_RECORD_INTERVAL);
+            if due || total == Some(done) {
+                *last_progress_record = Some(Instant::now());
+                spec.state
+                    .record_event(attempt_id, seq, "progress", &payload)
+                    .await?;
+            }
+        }
+        Event::Metric { step, name, value } => {
+            spec.state
+                .record_metric(attempt_id, seq, step, &name, value)
+                .await?;
+        }
+        Event::Checkpoint { step, path } => {
+            let path = spec.work_dir.join(path);
+            let (digest, manifest) = spec.store.put_path(&path).await.with_context(|| {
+                format!(
+                    "stage {}: storing checkpoint {}",
+                    spec.stage,
+                    path.display()
+                )
+            })?;
+            spec.state
+                .record_checkpoint(&CheckpointRecord {
+                    run_id: spec.run_id.clone(),
+                    stage: spec.stage.clone(),
+                    attempt_id: attempt_id.to_string(),
+                    step,
+                    digest: digest.clone(),
+                    size: manifest.total_size(),
+                    files: manifest.files.len() as u64,
+                })
+                .await?;
+            spec.state
+                .record_event(attempt_id, seq, "checkpoint", &payload)
+                .await?;
+            spec.observer.on(EngineEvent::Checkpoint {
+                stage: spec.stage.clone(),
+                step,
+                digest,
+            });
+        }
+        Event::Output { name, path } => {
+            spec.state
+                .record_event(attempt_id, seq, "output", &payload)
+                .await?;
+            reported.insert(name, spec.work_dir.join(path));
+        }
+        Event::Log { .. } => {
+            spec.state
+                .record_event(attempt_id, seq, "log", &payload)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores every declared output. A missing `output` event is tolerated when `out/NAME` exists.
+async fn collect_outputs(
+    spec: &AttemptSpec,
+    declared: &[String],
+    output_dir: &Path,
+    _work: &Path,
+    reported: BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<String, String>> {
+    for name in reported.keys() {
+        if !declared.contains(name) {
+            bail!(
+                "stage {}: the plugin reported output `{name}`, which it did not declare",
+                spec.stage
+            );
+        }
+    }
+    let mut outputs = BTreeMap::new();
+    for name in declared {
+        let path = match reported.get(name) {
+            Some(p) => p.clone(),
+            None => {
+                let p = output_dir.join(name);
+                if !p.exists() {
+                    bail!(
+                        "stage {}: the plugin finished without producing output `{name}`",
+                        spec.stage
+                    );
+                }
+                p
+            }
+        };
+        let (digest, _) = spec.store.put_path(&path).await.with_context(|| {
+            format!(
+                "stage {}: storing output `{name}` from {}",
+                spec.stage,
+                path.display()
+            )
+        })?;
+        outputs.insert(name.clone(), digest);
+    }
+    Ok(outputs)
+}
+
+async fn store_log(store: &ArtifactStore, log_path: &Path) -> Result<(String, u64)> {
+    let (digest, manifest) = store.put_path(log_path).await?;
+    Ok((digest, manifest.total_size()))
+}
+
+/// The reason plus the last lines of the log, so `leo status` explains a failure.
+fn failure_message(reason: &str, log_path: &Path) -> String {
+    let text = std::fs::read_to_string(log_path).unwrap_or_default();
+    let tail: Vec<&str> = text
+        .lines()
+        .filter(|l| Event::parse_line(l).is_none() && !l.trim().is_empty())
+        .collect();
+    let start = tail.len().saturating_sub(ERROR_TAIL_LINES);
+    if tail.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {}", tail[start..].join(" | "))
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,31 @@
+//! The engine: checks a workflow against its plugins, plans it (fingerprints and cache), and
+//! runs it (tokio scheduler, one process per stage attempt). It never links an ML library and
+//! never interprets params: plugins do.
+
+mod attempt;
+mod catalog;
+mod check;
+mod fingerprint;
+mod observer;
+mod plan;
+mod resources;
+mod run;
+mod scheduler;
+
+pub use catalog::{Catalog, DescribeError, PluginInfo};
+pub use check::{check, check_stored, Checked};
+pub use fingerprint::{diff_fields, Fingerprint};
+pub use observer::{EngineEvent, Observer, Silent};
+pub use plan::{plan, PlanEntry, PlanStatus};
+pub use resources::Machine;
+pub use run::{resume_run, start_run, EngineOptions, RunOutcome};
+
+/// This host's name, for attempt records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}

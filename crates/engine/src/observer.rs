@@ -1,0 +1,55 @@
+//! What the engine tells its caller while it runs (the CLI draws progress bars from it).
+
+use leo_state::StageStatus;
+
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    RunStarted {
+        run_id: String,
+        stages: usize,
+    },
+    StageCached {
+        stage: String,
+        from_run: String,
+    },
+    StageStarted {
+        stage: String,
+        attempt: u32,
+        resumed_from_step: Option<u64>,
+    },
+    Progress {
+        stage: String,
+        done: u64,
+        total: Option<u64>,
+        unit: Option<String>,
+    },
+    Checkpoint {
+        stage: String,
+        step: u64,
+        digest: String,
+    },
+    StageRetrying {
+        stage: String,
+        attempt: u32,
+        error: String,
+        delay_ms: u64,
+    },
+    StageFinished {
+        stage: String,
+        status: StageStatus,
+        seconds: f64,
+        error: Option<String>,
+    },
+    Cancelling,
+}
+
+pub trait Observer: Send + Sync {
+    fn on(&self, event: EngineEvent);
+}
+
+/// Discards events.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn on(&self, _event: EngineEvent) {}
+}

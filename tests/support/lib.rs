@@ -1,1 +1,246 @@
+//! Helpers for end-to-end tests: a sandbox folder, the `leo` binary, and waiting for
+//! conditions (polling a condition with a deadline, never a bare sleep).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `leo` binary of this build: `target/<profile>/leo`, beside the test's `deps/` folder.
+pub fn leo_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LEO_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("leo");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build)",
+        bin.display()
+    );
+    bin
+}
+
+/// Repository root (for fixtures).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write");
+        p
+    }
+
+    /// A `leo` command running in the sandbox, with fast retries.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(leo_bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("LEO_STATE_URL")
+            .env_remove("LEO_STORE_URL")
+            .env("LEO_RETRY_DELAY", "0.05")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn leo(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run leo")
+    }
+
+    /// Runs leo, asserting success, and returns stdout.
+    pub fn leo_ok(&self, args: &[&str]) -> String {
+        let out = self.leo(args);
+        assert!(
+            out.status.success(),
+            "leo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn leo_json(&self, args: &[&str]) -> Value {
+        let text = self.leo_ok(args);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("leo {args:?}: not JSON ({e}): {text}"))
+    }
+
+    /// Starts leo in the background (stdout/stderr to files in the sandbox).
+    pub fn spawn(&self, args: &[&str], log_name: &str) -> Child {
+        let out =
+            std::fs::File::create(self.path().join(format!("{log_name}.stdout"))).expect("log");
+        let err =
+            std::fs::File::create(self.path().join(format!("{log_name}.stderr"))).expect("log");
+        self.cmd(args)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn leo")
+    }
+
+    /// `leo status --json` of a run (default: latest).
+    pub fn status(&self, run: Option<&str>) -> Value {
+        match run {
+            Some(r) => self.leo_json(&["status", r, "--json"]),
+            None => self.leo_json(&["status", "--json"]),
+        }
+    }
+
+    /// The only (or latest) run id.
+    pub fn latest_run(&self) -> String {
+        let runs = self.leo_json(&["list", "--json"]);
+        runs[0]["id"].as_str().expect("a run").to_string()
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The stage entry of a `leo status --json` document.
+pub fn stage<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no stage {name} in {status}"))
+}
+
+pub fn sigkill(child: &mut Child) {
+    // SAFETY: signalling a child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
+
+pub fn sigterm(child: &Child) {
+    // SAFETY: signalling a child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+/// The artifact digests of every stage's outputs: `{stage: {output: digest}}`.
+pub fn output_digests(status: &Value) -> Value {
+    let mut map = serde_json::Map::new();
+    for s in status["stages"].as_array().expect("stages") {
+        map.insert(
+            s["name"].as_str().unwrap_or("?").to_string(),
+            s["outputs"].clone(),
+        );
+    }
+    Value::Object(map)
+}
+
+/// The diamond `a -> (b, c) -> d` of shell stages.
+///
+/// - `rendezvous`: b and c each wait (up to 60 s) until the other has started, so the run can
+///   only succeed when they overlap;
+/// - `gate`: b signals `b-started` in the sandbox and waits for a `go` file (for kill tests);
+/// - `n`: a param of `a`; changing it changes every output downstream.
+pub fn diamond(sb: &Sandbox, n: u32, rendezvous: bool, gate: bool) -> PathBuf {
+    let dir = sb.path().display().to_string();
+    let wait_for = |me: &str, other: &str| {
+        format!(
+            "touch {dir}/{me}-started; i=0; until [ -f {dir}/{other}-started ]; do i=$((i+1)); \
+             [ $i -gt 6000 ] && exit 9; sleep 0.01; done; "
+        )
+    };
+    let (b_pre, c_pre) = if rendezvous {
+        (wait_for("b", "c"), wait_for("c", "b"))
+    } else if gate {
+        (
+            format!(
+                "touch {dir}/b-started; i=0; until [ -f {dir}/go ]; do i=$((i+1)); [ $i -gt 6000 ] && exit 9; sleep 0.01; done; "
+            ),
+            String::new(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let text = format!(
+        r#"[workflow]
+name = "diamond"
+
+[vars]
+n = {n}
+
+[stages.a]
+plugin = "shell"
+params = {{ run = "seq 1 ${{vars.n}} > $LEO_OUTPUT_NUMBERS/n.txt", outputs = ["numbers"] }}
+
+[stages.b]
+plugin = "shell"
+inputs = {{ nums = "a.numbers" }}
+params = {{ run = "{b_pre}awk '{{s+=$1}} END {{print s}}' $LEO_INPUT_NUMS/n.txt > $LEO_OUTPUT_SUM/sum.txt", outputs = ["sum"] }}
+
+[stages.c]
+plugin = "shell"
+inputs = {{ nums = "a.numbers" }}
+params = {{ run = "{c_pre}wc -l < $LEO_INPUT_NUMS/n.txt | tr -d ' ' > $LEO_OUTPUT_COUNT/count.txt", outputs = ["count"] }}
+
+[stages.d]
+plugin = "shell"
+inputs = {{ sum = "b.sum", count = "c.count" }}
+params = {{ run = "echo \"mean = $(cat $LEO_INPUT_SUM/sum.txt) / $(cat $LEO_INPUT_COUNT/count.txt)\" > $LEO_OUTPUT_REPORT/report.txt", outputs = ["report"] }}
+"#
+    );
+    sb.write("diamond.toml", text)
+}
+
+/// Attempt counts per stage from `leo status --json`.
+pub fn attempt_counts(status: &Value) -> Vec<(String, i64)> {
+    status["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("?").to_string(),
+                s["attempts"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}

@@ -15,10 +15,14 @@ pub fn builtins() -> Vec<Arc<dyn Plugin>> {
 pub fn run(plugin: &str, invocation: &Path) -> ExitCode {
     match run_inner(plugin, invocation) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<leo_plugin::ExitWith>() {
+            // The command already said why on stderr; pass its code on.
+            Some(leo_plugin::ExitWith(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

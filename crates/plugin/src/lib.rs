@@ -144,6 +144,19 @@ pub struct DescribeReply {
     pub outputs: Vec<String>,
 }
 
+/// Returned by a built-in plugin whose work ended with an exit code the worker should pass on
+/// (the shell plugin's command exit status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exited with code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 /// A plugin compiled into `leo`.
 pub trait Plugin: Send + Sync {
     fn name(&self) -> &'static str;

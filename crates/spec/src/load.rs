@@ -149,26 +149,62 @@ pub fn load_str(path: &Path, text: String) -> Result<Loaded, SpecError> {
 }
 
 fn toml_error(source: &Source, e: &toml::de::Error) -> SpecError {
-    let offset = e.span().map_or(0, |s| s.start);
-    let field = source
-        .path_at(offset)
-        .or_else(|| field_from_line(source.text(), offset))
-        .unwrap_or_else(|| "toml".to_string());
-    source.error_at_offset(offset, &field, e.message())
+    let span = e.span().unwrap_or(0..0);
+    let offset = span.start;
+    let whole_document = span.start == 0 && span.end >= source.text().trim_end().len();
+    let mut field = if whole_document {
+        None
+    } else {
+        source
+            .path_at(offset)
+            .or_else(|| field_from_line(source.text(), offset))
+    };
+    // `missing field `x`` points at the table that lacks it: name the field itself.
+    if let Some(missing) = e
+        .message()
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        // `workflow` is the only required top-level table, so it is never nested.
+        field = Some(match field {
+            Some(table) if missing != "workflow" => format!("{table}.{missing}"),
+            _ => missing.to_string(),
+        });
+    }
+    source.error_at_offset(offset, field.as_deref().unwrap_or("toml"), e.message())
 }
 
-/// When the file does not parse at all, name the table header or key on the error's line.
+/// When the file does not parse at all, name the key on the error's line, under the closest
+/// table header above it.
 fn field_from_line(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
+    let offset = floor_char_boundary(text, offset.min(text.len()));
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = text[start..end].trim();
-    if let Some(header) = line.strip_prefix('[') {
+    let header_of = |line: &str| -> Option<String> {
+        let header = line.trim().strip_prefix('[')?;
         let name = header.trim_start_matches('[').split(']').next()?.trim();
-        return (!name.is_empty()).then(|| name.to_string());
+        (!name.is_empty()).then(|| name.replace(['"', ' '], ""))
+    };
+    let line = text[start..end].trim();
+    if let Some(h) = header_of(line) {
+        return Some(h);
     }
     let key = line.split('=').next()?.trim();
-    (!key.is_empty() && line.contains('=')).then(|| key.to_string())
+    if key.is_empty() || !line.contains('=') {
+        return None;
+    }
+    let table = text[..start].lines().rev().find_map(header_of);
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {

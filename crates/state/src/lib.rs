@@ -508,6 +508,20 @@ impl State {
             .transpose()
     }
 
+    /// (step, digest) of every checkpoint of a stage in a run, by step.
+    pub async fn checkpoints(&self, run_id: &str, stage: &str) -> Result<Vec<(u64, String)>> {
+        let rows = sqlx::query(
+            "SELECT step, digest FROM checkpoints WHERE run_id = $1 AND stage = $2 ORDER BY step",
+        )
+        .bind(run_id)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("step")? as u64, r.try_get("digest")?)))
+            .collect()
+    }
+
     pub async fn record_event(
         &self,
         attempt_id: &str,

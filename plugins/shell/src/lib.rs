@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use leo_plugin::{kind, param_str, Emitter, Invocation, ParamError, Plugin};
+use leo_plugin::{kind, param_str, Emitter, ExitWith, Invocation, ParamError, Plugin};
 use serde_json::Value;
 
 pub struct Shell;
@@ -133,8 +133,15 @@ impl Plugin for Shell {
             .with_context(|| format!("starting `{shell} -c …`"))?;
         if !status.success() {
             match status.code() {
-                Some(code) => bail!("the command exited with code {code}"),
-                None => bail!("the command was killed ({status})"),
+                Some(code) => return Err(ExitWith(u8::try_from(code).unwrap_or(1)).into()),
+                // As shells report it: 128 + the signal number.
+                None => match std::os::unix::process::ExitStatusExt::signal(&status) {
+                    Some(sig) => {
+                        eprintln!("leo shell: the command was killed by signal {sig}");
+                        return Err(ExitWith(u8::try_from(128 + sig).unwrap_or(255)).into());
+                    }
+                    None => bail!("the command ended abnormally ({status})"),
+                },
             }
         }
         for name in &inv.outputs {

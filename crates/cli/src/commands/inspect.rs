@@ -37,6 +37,13 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
             let mut v = serde_json::to_value(s)?;
             v["outputs"] = serde_json::Value::Object(outputs);
             v["attempt_list"] = serde_json::to_value(&mine)?;
+            let checkpoints: Vec<serde_json::Value> = state
+                .checkpoints(&run.id, &s.name)
+                .await?
+                .into_iter()
+                .map(|(step, digest)| serde_json::json!({ "step": step, "digest": digest }))
+                .collect();
+            v["checkpoints"] = serde_json::Value::Array(checkpoints);
             out.push(v);
         }
         let v = serde_json::json!({ "run": run, "stages": out });

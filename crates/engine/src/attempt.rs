@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use leo_plugin::{Event, InputArtifact, Invocation, ResumeFrom, INVOCATION_ENV, PROTOCOL_VERSION};
+use leo_plugin::{
+    Event, InputArtifact, Invocation, ResumeFrom, ENGINE_PID_ENV, INVOCATION_ENV, PROTOCOL_VERSION,
+};
 use leo_state::{
     AttemptFinish, AttemptStatus, CheckpointRecord, NewAttempt, OutputArtifact, StageCompletion,
     StageStatus, State,
@@ -45,13 +47,15 @@ pub(crate) struct AttemptSpec {
     pub store: ArtifactStore,
     pub observer: Arc<dyn Observer>,
     pub work_dir: PathBuf,
+    /// Per-run folder of shared, read-only materialised inputs.
+    pub shared_dir: PathBuf,
     pub grace: Duration,
     pub cancel: watch::Receiver<bool>,
 }
 
 #[derive(Debug)]
 pub(crate) enum AttemptOutcome {
-    Succeeded { outputs: BTreeMap<String, String> },
+    Succeeded { outputs: Vec<OutputArtifact> },
     Failed { error: String },
     Cancelled,
 }
@@ -68,37 +72,30 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
     let plugin = &spec.checked.plugins[&spec.stage];
     let work = &spec.work_dir;
     if work.exists() {
-        tokio::fs::remove_dir_all(work)
-            .await
-            .with_context(|| format!("clearing {}", work.display()))?;
+        std::fs::remove_dir_all(work).with_context(|| format!("clearing {}", work.display()))?;
     }
-    let output_dir = work.join("out");
+    // Outputs go beside invocation.json and log.txt (output names have no dots, so they cannot
+    // clash). The checkpoint folder is created by the plugin when it first writes one.
+    let output_dir = work.clone();
     let checkpoint_dir = work.join("checkpoints");
-    let input_dir = work.join("inputs");
-    for d in [&output_dir, &checkpoint_dir, &input_dir] {
-        tokio::fs::create_dir_all(d)
-            .await
-            .with_context(|| format!("creating {}", d.display()))?;
-    }
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
 
-    // Inputs: stage outputs are materialised from the store; external files are used in place.
+    // Inputs: stage outputs are materialised once per run (hard links into a local store) and
+    // shared read-only; external files are used in place.
     let mut inputs = BTreeMap::new();
     for input in &spec.inputs {
         let path = match &input.external {
             Some((_, path)) => path.clone(),
-            None => {
-                let dest = input_dir.join(&input.name);
-                spec.store
-                    .materialise(&input.digest, &dest)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "stage {}: materialising input `{}` ({})",
-                            spec.stage, input.name, input.digest
-                        )
-                    })?;
-                dest
-            }
+            None => spec
+                .store
+                .materialise_shared(&input.digest, &spec.shared_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "stage {}: materialising input `{}` ({})",
+                        spec.stage, input.name, input.digest
+                    )
+                })?,
         };
         inputs.insert(
             input.name.clone(),
@@ -110,9 +107,9 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
     }
     let resume_from = match &spec.resume_from {
         Some((digest, step)) => {
-            let dest = work.join("resume");
-            spec.store
-                .materialise(digest, &dest)
+            let path = spec
+                .store
+                .materialise_shared(digest, &spec.shared_dir)
                 .await
                 .with_context(|| {
                     format!(
@@ -123,7 +120,7 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
             Some(ResumeFrom {
                 digest: digest.clone(),
                 step: *step,
-                path: dest,
+                path,
             })
         }
         None => None,
@@ -147,8 +144,7 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
         rendezvous: None,
     };
     let invocation_path = work.join("invocation.json");
-    tokio::fs::write(&invocation_path, serde_json::to_vec_pretty(&invocation)?)
-        .await
+    std::fs::write(&invocation_path, serde_json::to_vec_pretty(&invocation)?)
         .with_context(|| format!("writing {}", invocation_path.display()))?;
 
     let input_edges: Vec<(String, String, Option<String>)> = spec
@@ -193,14 +189,12 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
 
     let (status, exit_code, error, outcome) = match result {
         Ok((Exit::Code(0), reported)) => {
-            match collect_outputs(&spec, &plugin.outputs, &output_dir, work, reported).await {
+            match collect_outputs(&spec, &plugin.outputs, &output_dir, reported).await {
                 Ok(outputs) => (
                     AttemptStatus::Succeeded,
                     Some(0),
                     None,
-                    AttemptOutcome::Succeeded {
-                        outputs: outputs.clone(),
-                    },
+                    AttemptOutcome::Succeeded { outputs },
                 ),
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -273,16 +267,6 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
         })
         .await?;
     if let AttemptOutcome::Succeeded { outputs } = &outcome {
-        let mut arts = Vec::new();
-        for (name, digest) in outputs {
-            let manifest = spec.store.manifest(digest).await?;
-            arts.push(OutputArtifact {
-                name: name.clone(),
-                digest: digest.clone(),
-                size: manifest.total_size(),
-                files: manifest.files.len() as u64,
-            });
-        }
         spec.state
             .complete_stage(&StageCompletion {
                 run_id: &spec.run_id,
@@ -290,11 +274,9 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
                 status: StageStatus::Succeeded,
                 attempt_id: Some(&attempt_id),
                 cached_from_run: None,
-                outputs: &arts,
+                outputs,
             })
             .await?;
-        // The outputs are in the store; the working copy is no longer needed.
-        let _ = tokio::fs::remove_dir_all(work).await;
     }
     Ok(outcome)
 }
@@ -333,13 +315,18 @@ async fn supervise(
     // Always set: a stage that asked for no GPU must not see (and grab) any.
     let gpu_list: Vec<String> = spec.gpus.iter().map(u32::to_string).collect();
     cmd.env("CUDA_VISIBLE_DEVICES", gpu_list.join(","));
-    // SAFETY: prctl is async-signal-safe; it makes the worker die with the engine's thread
-    // instead of running on unsupervised (resume then reruns it).
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+    // A worker must die with the engine instead of running on unsupervised (resume reruns it).
+    // `leo worker` arranges that itself (so the spawn can use the fast posix_spawn path);
+    // external plugins get it between fork and exec.
+    cmd.env(ENGINE_PID_ENV, std::process::id().to_string());
+    if !plugin.builtin {
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
     }
     let mut child = cmd.spawn().with_context(|| {
         format!(
@@ -531,9 +518,8 @@ async fn collect_outputs(
     spec: &AttemptSpec,
     declared: &[String],
     output_dir: &Path,
-    _work: &Path,
     reported: BTreeMap<String, PathBuf>,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<Vec<OutputArtifact>> {
     for name in reported.keys() {
         if !declared.contains(name) {
             bail!(
@@ -542,7 +528,7 @@ async fn collect_outputs(
             );
         }
     }
-    let mut outputs = BTreeMap::new();
+    let mut outputs = Vec::new();
     for name in declared {
         let path = match reported.get(name) {
             Some(p) => p.clone(),
@@ -557,20 +543,25 @@ async fn collect_outputs(
                 p
             }
         };
-        let (digest, _) = spec.store.put_path(&path).await.with_context(|| {
+        let (digest, manifest) = spec.store.put_path_final(&path).await.with_context(|| {
             format!(
                 "stage {}: storing output `{name}` from {}",
                 spec.stage,
                 path.display()
             )
         })?;
-        outputs.insert(name.clone(), digest);
+        outputs.push(OutputArtifact {
+            name: name.clone(),
+            digest,
+            size: manifest.total_size(),
+            files: manifest.files.len() as u64,
+        });
     }
     Ok(outputs)
 }
 
 async fn store_log(store: &ArtifactStore, log_path: &Path) -> Result<(String, u64)> {
-    let (digest, manifest) = store.put_path(log_path).await?;
+    let (digest, manifest) = store.put_path_final(log_path).await?;
     Ok((digest, manifest.total_size()))
 }
 

@@ -19,6 +19,8 @@ pub struct PluginInfo {
     pub outputs: Vec<String>,
     /// Program and leading arguments; the invocation file's path is appended.
     pub command: Vec<OsString>,
+    /// Runs as `leo worker` (which ties its life to the engine itself).
+    pub builtin: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +70,7 @@ impl Catalog {
                     version: p.version(),
                     outputs,
                     command: vec![self.leo_exe.clone().into(), "worker".into(), name.into()],
+                    builtin: true,
                 })
             }
             PluginRef::Exec(path) => describe_exec(path, params),
@@ -126,6 +129,7 @@ fn describe_exec(path: &str, params: &Value) -> Result<PluginInfo, DescribeError
         version,
         outputs: reply.outputs,
         command: vec![exe.into_os_string(), "run".into()],
+        builtin: false,
     })
 }
 

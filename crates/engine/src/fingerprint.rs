@@ -86,6 +86,7 @@ mod tests {
             version: version.into(),
             outputs: vec![],
             command: vec![],
+            builtin: true,
         }
     }
 

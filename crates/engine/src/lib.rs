@@ -20,6 +20,16 @@ pub use plan::{plan, PlanEntry, PlanStatus};
 pub use resources::Machine;
 pub use run::{resume_run, start_run, EngineOptions, RunOutcome};
 
+/// The working folder of one attempt: `WORK_ROOT/RUN/STAGE.N` (stage names have no dots).
+pub fn attempt_dir(
+    work_root: &std::path::Path,
+    run_id: &str,
+    stage: &str,
+    number: u32,
+) -> std::path::PathBuf {
+    work_root.join(run_id).join(format!("{stage}.{number}"))
+}
+
 /// This host's name, for attempt records.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

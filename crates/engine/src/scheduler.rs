@@ -1,7 +1,7 @@
 //! The run loop: starts every stage whose dependencies are done and whose resources are free,
 //! reuses cached results, retries failures with backoff, and cancels cleanly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,7 +164,7 @@ pub(crate) async fn lookup_cache(
     Ok(Some((run_id, outputs)))
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Node {
     Waiting,
     Backoff,
@@ -177,15 +177,48 @@ enum Node {
 
 enum Msg {
     Finished {
-        stage: String,
+        stage: usize,
         grant: Grant,
         number: u32,
         outcome: Result<AttemptOutcome>,
     },
     RetryReady {
-        stage: String,
+        stage: usize,
     },
 }
+
+/// One run's scheduling state. Stages are numbered by their position in the topological order;
+/// `remaining[i]` counts dependencies of `i` not yet done, and `ready` holds waiting stages
+/// whose dependencies are all done, so each event costs work proportional to its neighbours.
+struct Scheduler<'a> {
+    run_id: &'a str,
+    checked: Arc<Checked>,
+    state: &'a State,
+    store: &'a ArtifactStore,
+    opts: &'a EngineOptions,
+    observer: Arc<dyn Observer>,
+    order: Vec<String>,
+    dependents: Vec<Vec<usize>>,
+    remaining: Vec<usize>,
+    nodes: Vec<Node>,
+    ready: BTreeSet<usize>,
+    done: HashMap<String, DoneStage>,
+    fingerprints: HashMap<usize, Fingerprint>,
+    inputs: HashMap<usize, Vec<ResolvedInput>>,
+    externals: Externals,
+    pool: Pool,
+    /// Failed attempts per stage in this engine session; `retries` counts against these.
+    failures: Vec<u32>,
+    started: Vec<Option<Instant>>,
+    running: usize,
+    backing_off: usize,
+    /// Working folders of succeeded attempts, removed when the run ends (deleting them one by
+    /// one while the run creates new ones slows some file systems down).
+    cleanup: Vec<PathBuf>,
+}
+
+/// Folder (under the run's work folder) of shared materialised inputs.
+const SHARED_INPUTS: &str = "inputs";
 
 pub(crate) async fn execute(
     run_id: &str,
@@ -202,34 +235,66 @@ pub(crate) async fn execute(
         run_id: run_id.to_string(),
         stages: order.len(),
     });
-
-    // Stages already done in this run (resume) are kept when their artifacts still exist.
-    let mut done: HashMap<String, DoneStage> = HashMap::new();
-    let mut nodes: HashMap<String, Node> =
-        order.iter().map(|s| (s.clone(), Node::Waiting)).collect();
-    for rec in state.stages(run_id).await? {
-        if rec.status.is_done() {
-            let outputs: BTreeMap<String, String> = state
-                .stage_outputs(run_id, &rec.name)
-                .await?
-                .into_iter()
-                .collect();
-            let mut present = true;
-            for d in outputs.values() {
-                present &= store.exists(d).await?;
-            }
-            if let (true, Some(fp)) = (present, rec.fingerprint.clone()) {
-                done.insert(
-                    rec.name.clone(),
-                    DoneStage {
-                        fingerprint: fp,
-                        outputs,
-                    },
-                );
-                nodes.insert(rec.name.clone(), Node::Done);
-            }
+    let index: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let deps: Vec<Vec<usize>> = order
+        .iter()
+        .map(|s| {
+            checked
+                .dag
+                .dependencies(s)
+                .iter()
+                .map(|d| index[d.as_str()])
+                .collect()
+        })
+        .collect();
+    let mut dependents = vec![Vec::new(); order.len()];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
         }
     }
+
+    // Stages already done in this run (resume) are kept when their artifacts still exist.
+    let mut nodes = vec![Node::Waiting; order.len()];
+    let mut done: HashMap<String, DoneStage> = HashMap::new();
+    for rec in state.stages(run_id).await? {
+        let Some(&i) = index.get(rec.name.as_str()) else {
+            continue;
+        };
+        if !rec.status.is_done() {
+            continue;
+        }
+        let outputs: BTreeMap<String, String> = state
+            .stage_outputs(run_id, &rec.name)
+            .await?
+            .into_iter()
+            .collect();
+        let mut present = true;
+        for d in outputs.values() {
+            present &= store.exists(d).await?;
+        }
+        if let (true, Some(fp)) = (present, rec.fingerprint.clone()) {
+            done.insert(
+                rec.name.clone(),
+                DoneStage {
+                    fingerprint: fp,
+                    outputs,
+                },
+            );
+            nodes[i] = Node::Done;
+        }
+    }
+    let remaining: Vec<usize> = deps
+        .iter()
+        .map(|ds| ds.iter().filter(|&&d| nodes[d] != Node::Done).count())
+        .collect();
+    let ready = (0..order.len())
+        .filter(|&i| nodes[i] == Node::Waiting && remaining[i] == 0)
+        .collect();
 
     let heartbeat = {
         let state = state.clone();
@@ -246,302 +311,86 @@ pub(crate) async fn execute(
         })
     };
 
-    let mut pool = Pool::new(&opts.machine);
-    let mut externals = Externals::default();
+    let n = order.len();
+    let mut s = Scheduler {
+        run_id,
+        checked: checked.clone(),
+        state,
+        store,
+        opts,
+        observer: observer.clone(),
+        order,
+        dependents,
+        remaining,
+        nodes,
+        ready,
+        done,
+        fingerprints: HashMap::new(),
+        inputs: HashMap::new(),
+        externals: Externals::default(),
+        pool: Pool::new(&opts.machine),
+        failures: vec![0; n],
+        started: vec![None; n],
+        running: 0,
+        backing_off: 0,
+        cleanup: Vec::new(),
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let mut running = 0usize;
-    let mut backing_off = 0usize;
-    let mut started_at: HashMap<String, Instant> = HashMap::new();
-    let mut fingerprints: HashMap<String, Fingerprint> = HashMap::new();
-    let mut inputs_of: HashMap<String, Vec<ResolvedInput>> = HashMap::new();
     let mut cancelled = *cancel.borrow();
-    // Failed attempts per stage in this engine session; `retries` counts against these.
-    let mut failures: HashMap<String, u32> = HashMap::new();
-
-    loop {
-        // Start what can start. Cache hits finish at once and may unblock more, hence the loop.
-        let mut progressed = true;
-        while progressed && !cancelled {
-            progressed = false;
-            for name in &order {
-                if nodes[name] != Node::Waiting {
-                    continue;
-                }
-                let deps = checked.dag.dependencies(name);
-                if deps
-                    .iter()
-                    .any(|d| matches!(nodes[d], Node::Failed | Node::Skipped | Node::Cancelled))
-                {
-                    nodes.insert(name.clone(), Node::Skipped);
-                    record_status(
-                        state,
-                        run_id,
-                        name,
-                        StageStatus::Skipped,
-                        Some("an upstream stage failed"),
-                    )
-                    .await?;
-                    progressed = true;
-                    continue;
-                }
-                if !deps.iter().all(|d| nodes[d] == Node::Done) {
-                    continue;
-                }
-                if !fingerprints.contains_key(name) {
-                    let (fp, inputs) =
-                        match fingerprint_stage(&checked, name, &done, &mut externals).await {
-                            Ok(x) => x,
-                            Err(e) => {
-                                let msg = format!("{e:#}");
-                                nodes.insert(name.clone(), Node::Failed);
-                                record_status(state, run_id, name, StageStatus::Failed, Some(&msg))
-                                    .await?;
-                                observer.on(EngineEvent::StageFinished {
-                                    stage: name.clone(),
-                                    status: StageStatus::Failed,
-                                    seconds: 0.0,
-                                    error: Some(msg),
-                                });
-                                progressed = true;
-                                continue;
-                            }
-                        };
-                    let outputs = &checked.plugins[name].outputs;
-                    if let Some((from_run, outs)) =
-                        lookup_cache(state, store, &fp.hash, outputs).await?
-                    {
-                        let fp_json = fp.canonical_json();
-                        state
-                            .upsert_stage(&StageUpdate {
-                                run_id,
-                                stage: name,
-                                status: StageStatus::Pending,
-                                fingerprint: Some(&fp.hash),
-                                fingerprint_json: Some(&fp_json),
-                                cached_from_run: None,
-                                error: None,
-                            })
-                            .await?;
-                        let arts: Vec<OutputArtifact> = outs
-                            .iter()
-                            .map(|(n, d)| OutputArtifact {
-                                name: n.clone(),
-                                digest: d.clone(),
-                                size: 0,
-                                files: 0,
-                            })
-                            .collect();
-                        state
-                            .complete_stage(&StageCompletion {
-                                run_id,
-                                stage: name,
-                                status: StageStatus::Cached,
-                                attempt_id: None,
-                                cached_from_run: Some(&from_run),
-                                outputs: &arts,
-                            })
-                            .await?;
-                        done.insert(
-                            name.clone(),
-                            DoneStage {
-                                fingerprint: fp.hash.clone(),
-                                outputs: outs,
-                            },
-                        );
-                        nodes.insert(name.clone(), Node::Done);
-                        observer.on(EngineEvent::StageCached {
-                            stage: name.clone(),
-                            from_run,
-                        });
-                        progressed = true;
-                        continue;
+    let result: Result<()> = async {
+        loop {
+            if !cancelled {
+                s.start_ready(&tx, &cancel).await?;
+            }
+            if s.running == 0 && (s.backing_off == 0 || cancelled) {
+                return Ok(());
+            }
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                changed = cancel.changed(), if !cancelled => {
+                    if changed.is_err() || *cancel.borrow() {
+                        cancelled = true;
+                        observer.on(EngineEvent::Cancelling);
                     }
-                    let fp_json = fp.canonical_json();
-                    state
-                        .upsert_stage(&StageUpdate {
-                            run_id,
-                            stage: name,
-                            status: StageStatus::Pending,
-                            fingerprint: Some(&fp.hash),
-                            fingerprint_json: Some(&fp_json),
-                            cached_from_run: None,
-                            error: None,
-                        })
-                        .await?;
-                    fingerprints.insert(name.clone(), fp);
-                    inputs_of.insert(name.clone(), inputs);
-                }
-                let resources = checked.workflow.stages[name].resources;
-                if let Err(why) = pool.feasible(&resources) {
-                    nodes.insert(name.clone(), Node::Failed);
-                    record_status(state, run_id, name, StageStatus::Failed, Some(&why)).await?;
-                    observer.on(EngineEvent::StageFinished {
-                        stage: name.clone(),
-                        status: StageStatus::Failed,
-                        seconds: 0.0,
-                        error: Some(why),
-                    });
-                    progressed = true;
                     continue;
                 }
-                let Some(grant) = pool.try_acquire(&resources) else {
-                    continue;
-                };
-                let number = state.attempt_count(run_id, name).await? + 1;
-                let resume_from = state.latest_checkpoint(run_id, name).await?;
-                let spec = AttemptSpec {
-                    run_id: run_id.to_string(),
-                    stage: name.clone(),
+            };
+            let Some(msg) = msg else { return Ok(()) };
+            match msg {
+                Msg::RetryReady { stage } => {
+                    s.backing_off -= 1;
+                    if s.nodes[stage] == Node::Backoff {
+                        s.nodes[stage] = Node::Waiting;
+                        s.ready.insert(stage);
+                    }
+                }
+                Msg::Finished {
+                    stage,
+                    grant,
                     number,
-                    checked: checked.clone(),
-                    inputs: inputs_of[name].clone(),
-                    resume_from,
-                    gpus: grant.gpus.clone(),
-                    state: state.clone(),
-                    store: store.clone(),
-                    observer: observer.clone(),
-                    work_dir: opts
-                        .work_root
-                        .join(run_id)
-                        .join(name)
-                        .join(format!("attempt-{number}")),
-                    grace: opts.grace,
-                    cancel: cancel.clone(),
-                };
-                nodes.insert(name.clone(), Node::Running);
-                started_at.entry(name.clone()).or_insert_with(Instant::now);
-                running += 1;
-                let tx = tx.clone();
-                let stage = name.clone();
-                tokio::spawn(async move {
-                    let outcome = attempt::run(spec).await;
-                    let _ = tx.send(Msg::Finished {
-                        stage,
-                        grant,
-                        number,
-                        outcome,
-                    });
-                });
-            }
-        }
-
-        if running == 0 && (backing_off == 0 || cancelled) {
-            break;
-        }
-
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            changed = cancel.changed(), if !cancelled => {
-                if changed.is_err() || *cancel.borrow() {
-                    cancelled = true;
-                    observer.on(EngineEvent::Cancelling);
-                }
-                continue;
-            }
-        };
-        let Some(msg) = msg else { break };
-        match msg {
-            Msg::RetryReady { stage } => {
-                backing_off -= 1;
-                if nodes[&stage] == Node::Backoff {
-                    nodes.insert(stage, Node::Waiting);
-                }
-            }
-            Msg::Finished {
-                stage,
-                grant,
-                number,
-                outcome,
-            } => {
-                running -= 1;
-                pool.release(grant);
-                let seconds = started_at
-                    .get(&stage)
-                    .map_or(0.0, |t| t.elapsed().as_secs_f64());
-                let outcome = outcome.unwrap_or_else(|e| AttemptOutcome::Failed {
-                    error: format!("{e:#}"),
-                });
-                match outcome {
-                    AttemptOutcome::Succeeded { outputs } => {
-                        let fp = fingerprints[&stage].hash.clone();
-                        done.insert(
-                            stage.clone(),
-                            DoneStage {
-                                fingerprint: fp,
-                                outputs,
-                            },
-                        );
-                        nodes.insert(stage.clone(), Node::Done);
-                        observer.on(EngineEvent::StageFinished {
-                            stage,
-                            status: StageStatus::Succeeded,
-                            seconds,
-                            error: None,
-                        });
-                    }
-                    AttemptOutcome::Cancelled => {
-                        nodes.insert(stage.clone(), Node::Cancelled);
-                        record_status(
-                            state,
-                            run_id,
-                            &stage,
-                            StageStatus::Cancelled,
-                            Some("cancelled"),
-                        )
+                    outcome,
+                } => {
+                    s.running -= 1;
+                    s.pool.release(grant);
+                    s.on_finished(stage, number, outcome, cancelled, &tx)
                         .await?;
-                        observer.on(EngineEvent::StageFinished {
-                            stage,
-                            status: StageStatus::Cancelled,
-                            seconds,
-                            error: None,
-                        });
-                    }
-                    AttemptOutcome::Failed { error } => {
-                        let retries = checked.workflow.stages[&stage].retries;
-                        let failed = failures.entry(stage.clone()).or_insert(0u32);
-                        *failed += 1;
-                        if *failed <= retries && !cancelled {
-                            let delay = backoff(opts.retry_base, *failed);
-                            nodes.insert(stage.clone(), Node::Backoff);
-                            record_status(
-                                state,
-                                run_id,
-                                &stage,
-                                StageStatus::Pending,
-                                Some(&error),
-                            )
-                            .await?;
-                            observer.on(EngineEvent::StageRetrying {
-                                stage: stage.clone(),
-                                attempt: number + 1,
-                                error,
-                                delay_ms: delay.as_millis() as u64,
-                            });
-                            backing_off += 1;
-                            let tx = tx.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(delay).await;
-                                let _ = tx.send(Msg::RetryReady { stage });
-                            });
-                        } else {
-                            nodes.insert(stage.clone(), Node::Failed);
-                            record_status(state, run_id, &stage, StageStatus::Failed, Some(&error))
-                                .await?;
-                            observer.on(EngineEvent::StageFinished {
-                                stage,
-                                status: StageStatus::Failed,
-                                seconds,
-                                error: Some(error),
-                            });
-                        }
-                    }
                 }
             }
         }
     }
+    .await;
     heartbeat.abort();
+    let mut cleanup = std::mem::take(&mut s.cleanup);
+    cleanup.push(opts.work_root.join(run_id).join(SHARED_INPUTS));
+    let _ = tokio::task::spawn_blocking(move || {
+        for dir in cleanup {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    })
+    .await;
+    result?;
 
-    let status = if nodes.values().all(|n| *n == Node::Done) {
+    let status = if s.nodes.iter().all(|n| *n == Node::Done) {
         RunStatus::Succeeded
     } else if cancelled {
         RunStatus::Cancelled
@@ -553,6 +402,264 @@ pub(crate) async fn execute(
         run_id: run_id.to_string(),
         status,
     })
+}
+
+impl Scheduler<'_> {
+    /// Starts every ready stage that fits; cache hits complete at once and may ready more.
+    async fn start_ready(
+        &mut self,
+        tx: &mpsc::UnboundedSender<Msg>,
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let candidates: Vec<usize> = self.ready.iter().copied().collect();
+            for i in candidates {
+                if self.try_start(i, tx, cancel).await? {
+                    self.ready.remove(&i);
+                    progressed = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns whether the stage left the ready set (started, cached or failed).
+    async fn try_start(
+        &mut self,
+        i: usize,
+        tx: &mpsc::UnboundedSender<Msg>,
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<bool> {
+        let name = self.order[i].clone();
+        let (run_id, state) = (self.run_id, self.state);
+        if !self.fingerprints.contains_key(&i) {
+            let (fp, inputs) = match fingerprint_stage(
+                &self.checked,
+                &name,
+                &self.done,
+                &mut self.externals,
+            )
+            .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    self.fail(i, Node::Failed, format!("{e:#}"), 0.0).await?;
+                    return Ok(true);
+                }
+            };
+            let fp_json = fp.canonical_json();
+            state
+                .upsert_stage(&StageUpdate {
+                    run_id,
+                    stage: &name,
+                    status: StageStatus::Pending,
+                    fingerprint: Some(&fp.hash),
+                    fingerprint_json: Some(&fp_json),
+                    cached_from_run: None,
+                    error: None,
+                })
+                .await?;
+            let outputs = &self.checked.plugins[&name].outputs;
+            if let Some((from_run, outs)) =
+                lookup_cache(state, self.store, &fp.hash, outputs).await?
+            {
+                let arts: Vec<OutputArtifact> = outs
+                    .iter()
+                    .map(|(n, d)| OutputArtifact {
+                        name: n.clone(),
+                        digest: d.clone(),
+                        size: 0,
+                        files: 0,
+                    })
+                    .collect();
+                state
+                    .complete_stage(&StageCompletion {
+                        run_id,
+                        stage: &name,
+                        status: StageStatus::Cached,
+                        attempt_id: None,
+                        cached_from_run: Some(&from_run),
+                        outputs: &arts,
+                    })
+                    .await?;
+                self.observer.on(EngineEvent::StageCached {
+                    stage: name.clone(),
+                    from_run,
+                });
+                self.mark_done(i, fp.hash, outs);
+                return Ok(true);
+            }
+            self.fingerprints.insert(i, fp);
+            self.inputs.insert(i, inputs);
+        }
+        let resources = self.checked.workflow.stages[&name].resources;
+        if let Err(why) = self.pool.feasible(&resources) {
+            self.fail(i, Node::Failed, why, 0.0).await?;
+            return Ok(true);
+        }
+        let Some(grant) = self.pool.try_acquire(&resources) else {
+            return Ok(false);
+        };
+        let number = state.attempt_count(run_id, &name).await? + 1;
+        let resume_from = state.latest_checkpoint(run_id, &name).await?;
+        let spec = AttemptSpec {
+            run_id: run_id.to_string(),
+            stage: name.clone(),
+            number,
+            checked: self.checked.clone(),
+            inputs: self.inputs[&i].clone(),
+            resume_from,
+            gpus: grant.gpus.clone(),
+            state: state.clone(),
+            store: self.store.clone(),
+            observer: self.observer.clone(),
+            work_dir: crate::attempt_dir(&self.opts.work_root, run_id, &name, number),
+            shared_dir: self.opts.work_root.join(run_id).join(SHARED_INPUTS),
+            grace: self.opts.grace,
+            cancel: cancel.clone(),
+        };
+        self.nodes[i] = Node::Running;
+        self.started[i].get_or_insert_with(Instant::now);
+        self.running += 1;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let outcome = attempt::run(spec).await;
+            let _ = tx.send(Msg::Finished {
+                stage: i,
+                grant,
+                number,
+                outcome,
+            });
+        });
+        Ok(true)
+    }
+
+    async fn on_finished(
+        &mut self,
+        i: usize,
+        number: u32,
+        outcome: Result<AttemptOutcome>,
+        cancelled: bool,
+        tx: &mpsc::UnboundedSender<Msg>,
+    ) -> Result<()> {
+        let name = self.order[i].clone();
+        let seconds = self.started[i].map_or(0.0, |t| t.elapsed().as_secs_f64());
+        match outcome.unwrap_or_else(|e| AttemptOutcome::Failed {
+            error: format!("{e:#}"),
+        }) {
+            AttemptOutcome::Succeeded { outputs } => {
+                let fp = self.fingerprints[&i].hash.clone();
+                let outputs = outputs.into_iter().map(|o| (o.name, o.digest)).collect();
+                // Its outputs are in the store: the working folder goes when the run ends.
+                self.cleanup.push(crate::attempt_dir(
+                    &self.opts.work_root,
+                    self.run_id,
+                    &name,
+                    number,
+                ));
+                self.observer.on(EngineEvent::StageFinished {
+                    stage: name,
+                    status: StageStatus::Succeeded,
+                    seconds,
+                    error: None,
+                });
+                self.mark_done(i, fp, outputs);
+            }
+            AttemptOutcome::Cancelled => {
+                self.fail(i, Node::Cancelled, "cancelled".to_string(), seconds)
+                    .await?;
+            }
+            AttemptOutcome::Failed { error } => {
+                self.failures[i] += 1;
+                let retries = self.checked.workflow.stages[&name].retries;
+                if self.failures[i] <= retries && !cancelled {
+                    let delay = backoff(self.opts.retry_base, self.failures[i]);
+                    self.nodes[i] = Node::Backoff;
+                    record_status(
+                        self.state,
+                        self.run_id,
+                        &name,
+                        StageStatus::Pending,
+                        Some(&error),
+                    )
+                    .await?;
+                    self.observer.on(EngineEvent::StageRetrying {
+                        stage: name,
+                        attempt: number + 1,
+                        error,
+                        delay_ms: delay.as_millis() as u64,
+                    });
+                    self.backing_off += 1;
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Msg::RetryReady { stage: i });
+                    });
+                } else {
+                    self.fail(i, Node::Failed, error, seconds).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_done(&mut self, i: usize, fingerprint: String, outputs: BTreeMap<String, String>) {
+        self.nodes[i] = Node::Done;
+        self.done.insert(
+            self.order[i].clone(),
+            DoneStage {
+                fingerprint,
+                outputs,
+            },
+        );
+        for k in 0..self.dependents[i].len() {
+            let j = self.dependents[i][k];
+            self.remaining[j] -= 1;
+            if self.remaining[j] == 0 && self.nodes[j] == Node::Waiting {
+                self.ready.insert(j);
+            }
+        }
+    }
+
+    /// Records a failed or cancelled stage and skips everything downstream of it.
+    async fn fail(&mut self, i: usize, node: Node, error: String, seconds: f64) -> Result<()> {
+        let name = self.order[i].clone();
+        self.nodes[i] = node;
+        self.ready.remove(&i);
+        let status = if node == Node::Cancelled {
+            StageStatus::Cancelled
+        } else {
+            StageStatus::Failed
+        };
+        record_status(self.state, self.run_id, &name, status, Some(&error)).await?;
+        self.observer.on(EngineEvent::StageFinished {
+            stage: name.clone(),
+            status,
+            seconds,
+            error: (node != Node::Cancelled).then_some(error),
+        });
+        let mut stack = self.dependents[i].clone();
+        while let Some(j) = stack.pop() {
+            if self.nodes[j] != Node::Waiting {
+                continue;
+            }
+            self.nodes[j] = Node::Skipped;
+            self.ready.remove(&j);
+            let reason = format!("upstream stage `{name}` {}", status.as_str());
+            record_status(
+                self.state,
+                self.run_id,
+                &self.order[j],
+                StageStatus::Skipped,
+                Some(&reason),
+            )
+            .await?;
+            stack.extend(self.dependents[j].iter().copied());
+        }
+        Ok(())
+    }
 }
 
 fn backoff(base: Duration, attempt: u32) -> Duration {

@@ -25,6 +25,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Environment variable holding the path of the invocation file (also passed as an argument).
 pub const INVOCATION_ENV: &str = "LEO_INVOCATION";
 
+/// Environment variable holding the engine's pid, so a worker can tie its life to the engine's.
+pub const ENGINE_PID_ENV: &str = "LEO_ENGINE_PID";
+
 /// Everything a worker needs to run one attempt of a stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Invocation {
@@ -35,13 +38,15 @@ pub struct Invocation {
     pub attempt: u32,
     pub plugin: String,
     pub params: Value,
-    /// Input name -> materialised artifact.
+    /// Input name -> materialised artifact. Read-only: the files may be shared with other stages.
     pub inputs: BTreeMap<String, InputArtifact>,
     /// Output names the plugin declared in `describe`; each must be reported by an `output` event.
     pub outputs: Vec<String>,
-    /// Empty folder for outputs (outputs may also live elsewhere under `work_dir`).
+    /// Where outputs go: `output_dir/NAME` (a file or folder) is taken as output `NAME` when
+    /// no `output` event names another path. Today this is the attempt folder itself.
     pub output_dir: PathBuf,
-    /// Empty folder for checkpoints: write `checkpoint_dir/step-N/`, then emit a `checkpoint` event.
+    /// Where to write checkpoints (created by the plugin on first use): write
+    /// `checkpoint_dir/step-N/` completely, then emit a `checkpoint` event.
     pub checkpoint_dir: PathBuf,
     /// The latest complete checkpoint of an earlier attempt, materialised, when there is one.
     pub resume_from: Option<ResumeFrom>,

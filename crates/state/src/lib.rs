@@ -54,7 +54,7 @@ impl State {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await
             .with_context(|| format!("opening state database {path}"))?;
@@ -257,13 +257,15 @@ impl State {
         rows.iter().map(StageRecord::from_row).collect()
     }
 
-    /// The most recent stage that succeeded with this fingerprint (in any run), with its outputs.
+    /// The most recent stage done with this fingerprint (in any run): the run that executed it
+    /// (following cache hits back to their origin) and its outputs.
     pub async fn find_cached(
         &self,
         fingerprint: &str,
     ) -> Result<Option<(String, Vec<(String, String)>)>> {
         let row = sqlx::query(
-            "SELECT run_id, name FROM stages WHERE fingerprint = $1 AND status IN ('succeeded', 'cached')
+            "SELECT run_id, name, COALESCE(cached_from_run, run_id) AS origin FROM stages
+             WHERE fingerprint = $1 AND status IN ('succeeded', 'cached')
              ORDER BY updated_at DESC LIMIT 1",
         )
         .bind(fingerprint)
@@ -272,8 +274,9 @@ impl State {
         let Some(row) = row else { return Ok(None) };
         let run_id: String = row.try_get("run_id")?;
         let stage: String = row.try_get("name")?;
+        let origin: String = row.try_get("origin")?;
         let outputs = self.stage_outputs(&run_id, &stage).await?;
-        Ok(Some((run_id, outputs)))
+        Ok(Some((origin, outputs)))
     }
 
     /// (output name, artifact digest) of a stage in a run.

@@ -213,6 +213,7 @@ pub struct StageUpdate<'a> {
     pub error: Option<&'a str>,
 }
 
+#[derive(Debug, Clone)]
 pub struct OutputArtifact {
     pub name: String,
     pub digest: String,

@@ -29,6 +29,8 @@ const PART_SIZE: usize = 8 << 20;
 pub struct ArtifactStore {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The folder of a local store: its blobs can be hard-linked instead of copied.
+    local_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ArtifactStore {
@@ -58,6 +60,7 @@ impl ArtifactStore {
         Ok(ArtifactStore {
             inner: Arc::new(fs),
             url: format!("file://{}", path.display()),
+            local_root: Some(path),
         })
     }
 
@@ -69,11 +72,22 @@ impl ArtifactStore {
     /// Stores a file or a folder as an artifact and returns its digest and manifest.
     /// Blobs go first, the manifest last: a crash in between leaves no visible artifact.
     pub async fn put_path(&self, path: &Path) -> Result<(String, Manifest)> {
+        self.put_path_inner(path, false).await
+    }
+
+    /// Like [`put_path`](Self::put_path) for files nobody will change again (a finished
+    /// stage's outputs and log): a local store on the same file system adopts them as blobs
+    /// through hard links instead of copying.
+    pub async fn put_path_final(&self, path: &Path) -> Result<(String, Manifest)> {
+        self.put_path_inner(path, true).await
+    }
+
+    async fn put_path_inner(&self, path: &Path, adopt: bool) -> Result<(String, Manifest)> {
         let files = manifest::list_files(path)?;
         let mut entries = Vec::with_capacity(files.len());
         for (rel, abs) in files {
             let (sha256, size) = manifest::hash_file(&abs)?;
-            self.put_blob(&abs, &sha256, size).await?;
+            self.put_blob(&abs, &sha256, size, adopt).await?;
             entries.push(FileEntry {
                 path: rel,
                 size,
@@ -92,10 +106,26 @@ impl ArtifactStore {
         Ok((digest, manifest))
     }
 
-    async fn put_blob(&self, file: &Path, sha256: &str, size: u64) -> Result<()> {
+    async fn put_blob(&self, file: &Path, sha256: &str, size: u64, adopt: bool) -> Result<()> {
         let location = blob_path(sha256);
         if self.exists_at(&location).await? {
             return Ok(());
+        }
+        if let (true, Some(root)) = (adopt, &self.local_root) {
+            let blob = root.join(location.as_ref());
+            if let Some(parent) = blob.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            match std::fs::hard_link(file, &blob) {
+                Ok(()) => {
+                    self.seal_local_blob(sha256);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+                // Another file system: copy below.
+                Err(_) => {}
+            }
         }
         if size <= MULTIPART_THRESHOLD {
             let bytes = tokio::fs::read(file)
@@ -105,6 +135,7 @@ impl ArtifactStore {
                 .put(&location, PutPayload::from(bytes))
                 .await
                 .with_context(|| format!("uploading {} to {}", file.display(), self.url))?;
+            self.seal_local_blob(sha256);
             return Ok(());
         }
         let upload = self
@@ -131,7 +162,71 @@ impl ArtifactStore {
             .finish()
             .await
             .with_context(|| format!("finishing upload of {}", file.display()))?;
+        self.seal_local_blob(sha256);
         Ok(())
+    }
+
+    /// Blobs are immutable: in a local store they are made read-only, which also protects the
+    /// hard links handed to stages (for users other than root).
+    fn seal_local_blob(&self, sha256: &str) {
+        if let Some(root) = &self.local_root {
+            use std::os::unix::fs::PermissionsExt;
+            let path = root.join(blob_path(sha256).as_ref());
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444));
+        }
+    }
+
+    /// The artifact's files under `cache/<hex>/`, materialised once and shared by every
+    /// consumer: hard links into a local store (no copy), downloads otherwise. Consumers must
+    /// treat the folder as read-only. Safe against concurrent callers: the folder is built
+    /// under a temporary name and renamed into place.
+    pub async fn materialise_shared(&self, digest: &str, cache: &Path) -> Result<PathBuf> {
+        let hex = digest_hex(digest)?;
+        let dest = cache.join(hex);
+        if dest.exists() {
+            return Ok(dest);
+        }
+        std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+        let tmp = cache.join(format!(".{hex}.{}.partial", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        match &self.local_root {
+            Some(root) => {
+                let manifest = self.manifest(digest).await?;
+                std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                for entry in &manifest.files {
+                    let target = tmp.join(&entry.path);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    let blob = root.join(blob_path(&entry.sha256).as_ref());
+                    if std::fs::hard_link(&blob, &target).is_err() {
+                        // Another file system: copy, and check what was copied.
+                        std::fs::copy(&blob, &target).with_context(|| {
+                            format!("copying {} to {}", blob.display(), target.display())
+                        })?;
+                        let (sha, _) = manifest::hash_file(&target)?;
+                        if sha != entry.sha256 {
+                            bail!(
+                                "blob {} in {} is corrupt (content hashes to {sha})",
+                                entry.sha256,
+                                self.url
+                            );
+                        }
+                    }
+                }
+            }
+            None => {
+                self.materialise(digest, &tmp).await?;
+            }
+        }
+        if let Err(e) = std::fs::rename(&tmp, &dest) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            // A concurrent caller won the race: its copy is identical.
+            if !dest.exists() {
+                return Err(e).with_context(|| format!("moving {} into place", dest.display()));
+            }
+        }
+        Ok(dest)
     }
 
     async fn exists_at(&self, location: &StorePath) -> Result<bool> {
@@ -242,14 +337,18 @@ fn blob_path(sha256: &str) -> StorePath {
     ))
 }
 
-fn manifest_path(digest: &str) -> Result<StorePath> {
-    let hex = digest
+fn digest_hex(digest: &str) -> Result<&str> {
+    digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .with_context(|| {
-            format!("`{digest}` is not an artifact digest (sha256:<64 hex digits>)")
-        })?;
-    Ok(StorePath::from(format!("manifests/sha256/{hex}.json")))
+        .with_context(|| format!("`{digest}` is not an artifact digest (sha256:<64 hex digits>)"))
+}
+
+fn manifest_path(digest: &str) -> Result<StorePath> {
+    Ok(StorePath::from(format!(
+        "manifests/sha256/{}.json",
+        digest_hex(digest)?
+    )))
 }
 
 #[cfg(test)]
@@ -280,6 +379,21 @@ mod tests {
             vec![7u8; 1000]
         );
         assert_eq!(store.read_file(&digest, "a.txt").await.unwrap(), b"hallo");
+        // Shared materialisation: hard links, built once, read-only blobs.
+        let cache = tmp.path().join("cache");
+        let shared = store.materialise_shared(&digest, &cache).await.unwrap();
+        assert_eq!(
+            shared,
+            store.materialise_shared(&digest, &cache).await.unwrap()
+        );
+        assert_eq!(
+            std::fs::read(shared.join("sub/b.bin")).unwrap(),
+            vec![7u8; 1000]
+        );
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(shared.join("a.txt")).unwrap();
+        assert!(meta.nlink() >= 2, "hard link into the store");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444);
     }
 
     #[tokio::test]

@@ -105,7 +105,7 @@ impl Plugin for Shell {
             .params
             .get("shell")
             .and_then(Value::as_str)
-            .unwrap_or("sh");
+            .unwrap_or("/bin/sh");
         let mut cmd = Command::new(shell);
         cmd.arg("-c").arg(command).current_dir(&inv.work_dir);
         for (name, input) in &inv.inputs {

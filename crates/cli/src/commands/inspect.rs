@@ -69,7 +69,7 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
         "stage", "status", "attempts", "time"
     );
     for s in &stages {
-        let last = attempts.iter().filter(|a| a.stage == s.name).last();
+        let last = attempts.iter().rfind(|a| a.stage == s.name);
         let time = last
             .and_then(|a| {
                 a.finished_at
@@ -151,10 +151,7 @@ pub async fn logs(
         }
         None => {
             // Still running (or lost): the log is in the attempt's working folder.
-            let path = work_root(&loc)
-                .join(run)
-                .join(stage)
-                .join(format!("attempt-{}", a.number))
+            let path = leo_engine::attempt_dir(&work_root(&loc), run, stage, a.number as u32)
                 .join("log.txt");
             std::fs::read(&path).with_context(|| {
                 format!(

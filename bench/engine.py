@@ -12,7 +12,7 @@ Prints stages/s for both, the ratio leo/snakemake and the cached-rerun times.
 
 Usage:
     python3 bench/engine.py --leo target/release/leo [--layers 20] [--width 50]
-        [--snakemake PATH] [--cores 2] [--keep DIR]
+        [--snakemake PATH] [--cores 2] [--tmp DIR] [--keep DIR]
 
 Without --snakemake, Snakemake (bench/requirements-engine.txt) is installed into
 bench/.venv, created if missing; the install is skipped when it is already there.
@@ -266,6 +266,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=50)
     ap.add_argument("--snakemake", help="snakemake executable (default: install into bench/.venv)")
     ap.add_argument("--cores", type=int, default=2, help="cores for both tools (leo --cpus, snakemake --cores)")
+    ap.add_argument("--tmp", metavar="DIR", help="create the run folders under DIR (e.g. /dev/shm to leave the disk out)")
     ap.add_argument("--keep", metavar="DIR", help="run in DIR/leo and DIR/snakemake and keep them (DIR must not hold them yet)")
     args = ap.parse_args()
     if args.layers < 1 or args.width < 1 or args.cores < 1:
@@ -287,6 +288,9 @@ def main() -> None:
     lv, sv = leo_version(leo), snakemake_version(smk)
     print(f"engine bench: {n} stages ({args.layers} layers x {args.width}), --cores {args.cores}, leo {lv}, snakemake {sv}")
     print(machine_info(), flush=True)
+    fs_dir = args.tmp or tempfile.gettempdir()
+    fs = subprocess.run(["stat", "-f", "-c", "%T", fs_dir], capture_output=True, text=True).stdout.strip()
+    print(f"run folders under {fs_dir} ({fs or 'unknown file system'})", flush=True)
 
     if args.keep:
         root = Path(args.keep).resolve()
@@ -297,8 +301,8 @@ def main() -> None:
         leo_dir, smk_dir = root / "leo", root / "snakemake"
         cleanup = []
     else:
-        leo_dir = Path(tempfile.mkdtemp(prefix="leo-bench-engine-leo-"))
-        smk_dir = Path(tempfile.mkdtemp(prefix="leo-bench-engine-snakemake-"))
+        leo_dir = Path(tempfile.mkdtemp(prefix="leo-bench-engine-leo-", dir=args.tmp))
+        smk_dir = Path(tempfile.mkdtemp(prefix="leo-bench-engine-snakemake-", dir=args.tmp))
         cleanup = [leo_dir, smk_dir]
 
     try:

@@ -60,11 +60,15 @@ pub enum Command {
     },
     /// Print the log (stdout and stderr) of a stage's latest attempt.
     Logs {
+        /// Run id, or `latest`.
         run: String,
         stage: String,
         /// Attempt number (default: the latest).
         #[arg(long)]
         attempt: Option<u32>,
+        /// Include the worker's protocol events (JSON lines).
+        #[arg(long)]
+        raw: bool,
     },
     /// Trace an artifact back through the stages and inputs that made it.
     Lineage {

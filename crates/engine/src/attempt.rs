@@ -67,7 +67,29 @@ enum Exit {
     Cancelled,
 }
 
-pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
+/// Runs a callback once: when [`OnExit::fire`] is called or, at the latest, when dropped.
+pub(crate) struct OnExit(Option<Box<dyn FnOnce() + Send>>);
+
+impl OnExit {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> OnExit {
+        OnExit(Some(Box::new(f)))
+    }
+
+    pub fn fire(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
+/// Runs one attempt; `process_gone` fires as soon as the worker process has exited.
+pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<AttemptOutcome> {
     let stage_spec = &spec.checked.workflow.stages[&spec.stage];
     let plugin = &spec.checked.plugins[&spec.stage];
     let work = &spec.work_dir;
@@ -185,6 +207,7 @@ pub(crate) async fn run(spec: AttemptSpec) -> Result<AttemptOutcome> {
         stage_spec.timeout,
     )
     .await;
+    process_gone.fire();
     let log = store_log(&spec.store, &log_path).await;
 
     let (status, exit_code, error, outcome) = match result {

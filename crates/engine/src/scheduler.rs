@@ -178,12 +178,15 @@ enum Node {
 enum Msg {
     Finished {
         stage: usize,
-        grant: Grant,
         number: u32,
         outcome: Result<AttemptOutcome>,
     },
     RetryReady {
         stage: usize,
+    },
+    /// An attempt's process has exited: its resources are free.
+    Release {
+        grant: Grant,
     },
 }
 
@@ -364,14 +367,13 @@ pub(crate) async fn execute(
                         s.ready.insert(stage);
                     }
                 }
+                Msg::Release { grant } => s.pool.release(grant),
                 Msg::Finished {
                     stage,
-                    grant,
                     number,
                     outcome,
                 } => {
                     s.running -= 1;
-                    s.pool.release(grant);
                     s.on_finished(stage, number, outcome, cancelled, &tx)
                         .await?;
                 }
@@ -523,12 +525,17 @@ impl Scheduler<'_> {
         self.nodes[i] = Node::Running;
         self.started[i].get_or_insert_with(Instant::now);
         self.running += 1;
+        // The grant goes back as soon as the process is gone, while the engine still stores
+        // the attempt's outputs: the next stage need not wait for that bookkeeping.
+        let release_tx = tx.clone();
+        let release = attempt::OnExit::new(move || {
+            let _ = release_tx.send(Msg::Release { grant });
+        });
         let tx = tx.clone();
         tokio::spawn(async move {
-            let outcome = attempt::run(spec).await;
+            let outcome = attempt::run(spec, release).await;
             let _ = tx.send(Msg::Finished {
                 stage: i,
-                grant,
                 number,
                 outcome,
             });

@@ -187,8 +187,10 @@ impl ArtifactStore {
             return Ok(dest);
         }
         std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-        let tmp = cache.join(format!(".{hex}.{}.partial", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        // Unique per call: concurrent attempts of this process may build the same artifact.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = cache.join(format!(".{hex}.{}.{n}.partial", std::process::id()));
         match &self.local_root {
             Some(root) => {
                 let manifest = self.manifest(digest).await?;
@@ -421,5 +423,40 @@ mod tests {
     fn bad_digests_are_rejected() {
         assert!(manifest_path("sha256:xyz").is_err());
         assert!(manifest_path("../../etc/passwd").is_err());
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_shared_materialisation_of_one_artifact_succeeds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(tmp.path().join("store").to_str().unwrap()).unwrap();
+        let src = tmp.path().join("out");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..20 {
+            std::fs::write(src.join(format!("f{i}")), format!("{i}")).unwrap();
+        }
+        let (digest, _) = store.put_path(&src).await.unwrap();
+        let cache = tmp.path().join("cache");
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, digest, cache) = (store.clone(), digest.clone(), cache.clone());
+                tokio::spawn(async move { store.materialise_shared(&digest, &cache).await })
+            })
+            .collect();
+        for t in tasks {
+            let dir = t.await.unwrap().unwrap();
+            assert_eq!(std::fs::read_to_string(dir.join("f7")).unwrap(), "7");
+        }
+        // No half-built folders are left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty());
     }
 }

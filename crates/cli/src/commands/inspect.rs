@@ -122,18 +122,44 @@ pub async fn logs(
     run: &str,
     stage: &str,
     attempt: Option<u32>,
+    raw: bool,
 ) -> Result<ExitCode> {
     let (state, loc) = open(state_flag).await?;
-    let run_rec = state
-        .get_run(run)
-        .await?
-        .with_context(|| format!("no run `{run}` (see `leo list`)"))?;
-    let attempts: Vec<_> = state
+    let run_rec = if run == "latest" {
+        state.latest_run(None).await?.context("no runs yet")?
+    } else {
+        state
+            .get_run(run)
+            .await?
+            .with_context(|| format!("no run `{run}` (see `leo list`)"))?
+    };
+    let run = run_rec.id.as_str();
+    let mut attempts: Vec<_> = state
         .attempts(run)
         .await?
         .into_iter()
         .filter(|a| a.stage == stage)
         .collect();
+    if attempts.is_empty() {
+        // A cached stage did not run here: show the log of the run that produced its outputs.
+        let origin = state
+            .stages(run)
+            .await?
+            .into_iter()
+            .find(|s| s.name == stage)
+            .and_then(|s| s.cached_from_run);
+        if let Some(origin) = origin {
+            eprintln!(
+                "leo: stage `{stage}` was cached in run {run}; showing its log from run {origin}"
+            );
+            attempts = state
+                .attempts(&origin)
+                .await?
+                .into_iter()
+                .filter(|a| a.stage == stage)
+                .collect();
+        }
+    }
     let chosen = match attempt {
         Some(n) => attempts.iter().find(|a| a.number == i64::from(n)),
         None => attempts.last(),
@@ -151,7 +177,7 @@ pub async fn logs(
         }
         None => {
             // Still running (or lost): the log is in the attempt's working folder.
-            let path = leo_engine::attempt_dir(&work_root(&loc), run, stage, a.number as u32)
+            let path = leo_engine::attempt_dir(&work_root(&loc), &a.run_id, stage, a.number as u32)
                 .join("log.txt");
             std::fs::read(&path).with_context(|| {
                 format!(
@@ -163,7 +189,17 @@ pub async fn logs(
         }
     };
     use std::io::Write;
-    std::io::stdout().write_all(&bytes)?;
+    let mut out = std::io::stdout().lock();
+    if raw {
+        out.write_all(&bytes)?;
+    } else {
+        // Protocol events are recorded in the state; the log shows what the stage printed.
+        for line in bytes.split_inclusive(|b| *b == b'\n') {
+            if leo_plugin::Event::parse_line(&String::from_utf8_lossy(line)).is_none() {
+                out.write_all(line)?;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -44,7 +44,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 run,
                 stage,
                 attempt,
-            } => inspect::logs(state, &run, &stage, attempt).await,
+                raw,
+            } => inspect::logs(state, &run, &stage, attempt, raw).await,
             Command::Lineage { artifact, json } => lineage::lineage(state, &artifact, json).await,
             Command::Worker { .. } => unreachable!("handled above"),
         };

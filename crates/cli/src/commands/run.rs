@@ -146,6 +146,23 @@ async fn report(state: &State, outcome: RunOutcome, json: bool) -> Result<ExitCo
             count(|s| !s.is_done() && *s != leo_state::StageStatus::Failed),
         );
         if outcome.status != RunStatus::Succeeded {
+            for s in stages
+                .iter()
+                .filter(|s| s.status == leo_state::StageStatus::Failed)
+            {
+                let error = s
+                    .error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("");
+                eprintln!(
+                    "  failed: {}: {}",
+                    s.name,
+                    error.chars().take(300).collect::<String>()
+                );
+            }
             eprintln!(
                 "  details: leo status {0}    finish it: leo resume {0}",
                 outcome.run_id

@@ -1,0 +1,49 @@
+# leo's tasks. `just demo` and `just test` are all a new machine needs (after `cargo install just`).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
+leo := target_dir / "debug" / "leo"
+
+# List the recipes
+default:
+    @just --list
+
+# Build the `leo` binary (debug)
+build:
+    cargo build --locked -p leo-cli
+
+# Run the demo workflow (workflows/demo.toml) on this machine; run it again and everything is cached
+demo: build
+    {{leo}} run workflows/demo.toml
+    {{leo}} status
+    {{leo}} logs latest report
+
+# Run every test (unit tests and end-to-end tests of the binary)
+test:
+    cargo build --locked --workspace --all-targets
+    cargo test --locked --workspace
+
+# Benchmarks: `just bench engine` (leo vs Snakemake on a 1,000-stage DAG); prints the ratio
+bench name:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "{{name}}" in
+      engine)
+        cargo build --release --locked -p leo-cli
+        python3 bench/engine.py --leo "{{target_dir}}/release/leo"
+        ;;
+      *)
+        echo "unknown benchmark '{{name}}'; available: engine" >&2
+        exit 2
+        ;;
+    esac
+
+# Formatting and clippy, warnings as errors
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+
+# Remove the demo's state and artifacts (.leo/)
+clean-demo:
+    rm -rf .leo

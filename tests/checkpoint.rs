@@ -158,3 +158,37 @@ fn external_plugins_validate_their_params() {
         "{err}"
     );
 }
+
+#[test]
+fn a_checkpoint_written_on_sigterm_is_kept_and_resumed_from() {
+    let sb = Sandbox::new();
+    counter_workflow(&sb, ", stall_at = 12", 0);
+    let mut leo = sb.spawn(&["run", "count.toml", "--grace", "30"], "run");
+    let stalled = sb.path().join("stalled");
+    wait_until("the plugin to stall before step 12", WAIT, || {
+        stalled.exists()
+    });
+    sigterm(&leo);
+    assert_eq!(leo.wait().expect("wait").code(), Some(130));
+    let run = sb.latest_run();
+    let st = sb.status(Some(&run));
+    assert_eq!(st["run"]["status"], "cancelled");
+    let steps: Vec<u64> = stage(&st, "count")["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        vec![5, 10, 11],
+        "the step-11 checkpoint written on SIGTERM is recorded"
+    );
+
+    sb.write("release", "");
+    sb.leo_ok(&["resume", &run]);
+    let st = sb.status(Some(&run));
+    let r = result(&sb, &st);
+    let summary: Value = serde_json::from_str(r["result.json"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["started_from"], 11);
+}

@@ -107,3 +107,52 @@ fn resume_refuses_a_run_whose_engine_is_alive_and_unknown_runs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run `no-such-run`"));
 }
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn resume_kills_what_a_killed_engine_left_running() {
+    let sb = Sandbox::new();
+    let dir = sb.path().display().to_string();
+    sb.write(
+        "left.toml",
+        format!(
+            "[workflow]\nname = \"left\"\n[stages.work]\nplugin = \"shell\"\n\
+             params = {{ run = \"[ -f {dir}/go ] && exit 0; sleep 600 & echo $! > {dir}/bg.pid; touch {dir}/started; wait\" }}\n"
+        ),
+    );
+    let mut leo = sb.spawn(&["run", "left.toml"], "run");
+    let started = sb.path().join("started");
+    wait_until("the stage to start its background work", WAIT, || {
+        started.exists()
+    });
+    sigkill(&mut leo);
+    let pid = std::fs::read_to_string(sb.path().join("bg.pid")).unwrap();
+    // The worker and its shell die with the engine; a grandchild does not.
+    wait_until("the worker to die with the engine", WAIT, || {
+        let st = sb.status(None);
+        stage(&st, "work")["attempt_list"][0]["pid"]
+            .as_i64()
+            .is_some_and(|p| !alive(&p.to_string()))
+    });
+    assert!(
+        alive(&pid),
+        "precondition: the grandchild outlived the engine"
+    );
+    sb.write("go", "");
+    let run = sb.latest_run();
+    sb.leo_ok(&["resume", &run]);
+    assert!(
+        !alive(&pid),
+        "leo resume must kill the lost attempt's leftover process {pid}"
+    );
+}

@@ -6,6 +6,7 @@ Protocol (see crates/plugin): `counter.py describe` reads params (JSON) on stdin
 
 Params: n, every, and for fault tests `stall_at` (before step k, wait for the file
 `release` in the params' `dir`) and `crash_at` (SIGKILL itself before step k, first attempt only).
+On SIGTERM it checkpoints its last finished step, then exits.
 """
 import json
 import os
@@ -38,22 +39,37 @@ def run(invocation_path):
             start = json.load(f)["step"]
         print(f"resuming from step {start}", file=sys.stderr, flush=True)
     seen = []
+    done = {"step": start, "checkpointed": start}
+
+    def checkpoint(i):
+        ckpt = os.path.join(inv["checkpoint_dir"], f"step-{i}")
+        os.makedirs(ckpt)
+        with open(os.path.join(ckpt, "state.json"), "w") as f:
+            json.dump({"step": i}, f)
+        emit({"event": "checkpoint", "step": i, "path": ckpt})
+        done["checkpointed"] = i
+
+    def on_sigterm(signum, frame):
+        # Asked to stop: save where we are, then exit.
+        if done["step"] > done["checkpointed"]:
+            checkpoint(done["step"])
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     for i in range(start + 1, n + 1):
         if p.get("crash_at") == i and inv["attempt"] == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         if p.get("stall_at") == i:
             release = os.path.join(p["dir"], "release")
-            open(os.path.join(p["dir"], "stalled"), "w").close()
+            if not os.path.exists(release):
+                open(os.path.join(p["dir"], "stalled"), "w").close()
             while not os.path.exists(release):
                 time.sleep(0.02)
         seen.append(i)
+        done["step"] = i
         emit({"event": "progress", "done": i, "total": n, "unit": "steps"})
         if i % every == 0:
-            ckpt = os.path.join(inv["checkpoint_dir"], f"step-{i}")
-            os.makedirs(ckpt)
-            with open(os.path.join(ckpt, "state.json"), "w") as f:
-                json.dump({"step": i}, f)
-            emit({"event": "checkpoint", "step": i, "path": ckpt})
+            checkpoint(i)
     out = os.path.join(inv["output_dir"], "count")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "result.json"), "w") as f:

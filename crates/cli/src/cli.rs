@@ -104,10 +104,10 @@ pub struct MachineArgs {
     #[arg(long)]
     pub gpus: Option<u32>,
     /// Seconds a stage gets to stop after SIGTERM before it is killed.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     pub grace: f64,
     /// First retry delay in seconds (doubles per retry, with jitter).
-    #[arg(long, default_value_t = 1.0, env = "LEO_RETRY_DELAY")]
+    #[arg(long, default_value_t = 1.0, env = "LEO_RETRY_DELAY", value_parser = seconds)]
     pub retry_delay: f64,
 }
 
@@ -115,4 +115,15 @@ pub struct MachineArgs {
 pub enum GraphFormatArg {
     Dot,
     Mermaid,
+}
+
+/// A number of seconds between 0 and one day.
+fn seconds(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{text} s is out of range (0 to 86400)"));
+    }
+    Ok(v)
 }

@@ -42,7 +42,7 @@ pub(crate) struct AttemptSpec {
     pub inputs: Vec<ResolvedInput>,
     /// Latest checkpoint of this stage in this run: (digest, step).
     pub resume_from: Option<(String, u64)>,
-    pub gpus: Vec<u32>,
+    pub gpus: Vec<String>,
     pub state: State,
     pub store: ArtifactStore,
     pub observer: Arc<dyn Observer>,
@@ -207,6 +207,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         stage_spec.timeout,
     )
     .await;
+    let ended_at = leo_state::now_ms();
     process_gone.fire();
     let log = store_log(&spec.store, &log_path).await;
 
@@ -287,6 +288,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             exit_code,
             error: error.as_deref(),
             log: log_ref,
+            finished_at: ended_at,
         })
         .await?;
     if let AttemptOutcome::Succeeded { outputs } = &outcome {
@@ -336,8 +338,7 @@ async fn supervise(
         .stderr(Stdio::piped())
         .process_group(0);
     // Always set: a stage that asked for no GPU must not see (and grab) any.
-    let gpu_list: Vec<String> = spec.gpus.iter().map(u32::to_string).collect();
-    cmd.env("CUDA_VISIBLE_DEVICES", gpu_list.join(","));
+    cmd.env("CUDA_VISIBLE_DEVICES", spec.gpus.join(","));
     // A worker must die with the engine instead of running on unsupervised (resume reruns it).
     // `leo worker` arranges that itself (so the spawn can use the fast posix_spawn path);
     // external plugins get it between fork and exec.
@@ -365,6 +366,8 @@ async fn supervise(
         .set_attempt_pid(attempt_id, i64::from(pid))
         .await?;
 
+    // From here on the process group must not outlive this function, whatever happens.
+    let group = ProcessGroup::new(pid);
     let stderr = child.stderr.take().context("no stderr pipe")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let stderr_task = {
@@ -372,7 +375,7 @@ async fn supervise(
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr);
             let mut buf = Vec::new();
-            while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
+            while let Ok(n) = read_chunk(&mut reader, &mut buf).await {
                 if n == 0 {
                     break;
                 }
@@ -390,55 +393,104 @@ async fn supervise(
     let mut seq: i64 = 0;
     let mut last_progress_record: Option<Instant> = None;
     let mut cancel = spec.cancel.clone();
+    let mut cancel_open = true;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut stdout_open = true;
+    // Set when the worker exits on its own; stdout is then drained (bounded: a detached
+    // descendant may hold it open).
+    let mut exited: Option<Exit> = None;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    // Set when the engine asked the group to stop (timeout, cancel): why, and when to SIGKILL.
+    let mut stopping: Option<(Exit, tokio::time::Instant)> = None;
 
-    let exit = loop {
-        tokio::select! {
-            read = reader.read_until(b'\n', &mut line), if stdout_open => {
-                match read {
-                    Ok(0) | Err(_) => stdout_open = false,
-                    Ok(_) => {
-                        if let Ok(mut f) = log.lock() {
-                            let _ = f.write_all(&line);
-                        }
-                        let text = String::from_utf8_lossy(&line).into_owned();
-                        line.clear();
-                        if let Some(event) = Event::parse_line(&text) {
-                            seq += 1;
-                            handle_event(spec, attempt_id, seq, event, &mut reported, &mut last_progress_record).await?;
+    let result: Result<Exit> = async {
+        loop {
+            if exited.is_some() && !stdout_open {
+                break;
+            }
+            tokio::select! {
+                read = read_chunk(&mut reader, &mut line), if stdout_open => {
+                    match read {
+                        Ok(0) | Err(_) => stdout_open = false,
+                        Ok(_) => {
+                            if let Ok(mut f) = log.lock() {
+                                let _ = f.write_all(&line);
+                            }
+                            let text = String::from_utf8_lossy(&line).into_owned();
+                            line.clear();
+                            // Events are read while stopping too: a checkpoint written on
+                            // SIGTERM must not be lost.
+                            if let Some(event) = Event::parse_line(&text) {
+                                seq += 1;
+                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut last_progress_record, &log)
+                                    .await?;
+                            }
                         }
                     }
                 }
-            }
-            status = child.wait(), if !stdout_open => {
-                let status = status.context("waiting for the worker")?;
-                use std::os::unix::process::ExitStatusExt;
-                break match (status.code(), status.signal()) {
-                    (Some(code), _) => Exit::Code(code),
-                    (None, Some(sig)) => Exit::Signal(sig),
-                    _ => Exit::Code(-1),
-                };
-            }
-            _ = sleep_until(deadline) => {
-                terminate(pid, &mut child, spec.grace).await;
-                break Exit::TimedOut;
-            }
-            changed = cancel.changed() => {
-                if changed.is_err() || *cancel.borrow() {
-                    terminate(pid, &mut child, spec.grace).await;
-                    break Exit::Cancelled;
+                status = child.wait(), if exited.is_none() => {
+                    let status = status.context("waiting for the worker")?;
+                    use std::os::unix::process::ExitStatusExt;
+                    exited = Some(match (status.code(), status.signal()) {
+                        (Some(code), _) => Exit::Code(code),
+                        (None, Some(sig)) => Exit::Signal(sig),
+                        _ => Exit::Code(-1),
+                    });
+                    // Whatever the worker left running (a background process) goes with it.
+                    group.signal(libc::SIGKILL);
+                    drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                _ = sleep_until(drain_until), if exited.is_some() && stdout_open => {
+                    stdout_open = false;
+                }
+                _ = sleep_until(deadline), if stopping.is_none() && exited.is_none() => {
+                    group.signal(libc::SIGTERM);
+                    stopping = Some((Exit::TimedOut, tokio::time::Instant::now() + spec.grace));
+                }
+                _ = sleep_until(stopping.as_ref().map(|s| s.1)), if stopping.is_some() && exited.is_none() => {
+                    group.signal(libc::SIGKILL);
+                }
+                changed = cancel.changed(), if cancel_open && stopping.is_none() && exited.is_none() => {
+                    match changed {
+                        Err(_) => cancel_open = false,
+                        Ok(()) if *cancel.borrow() => {
+                            group.signal(libc::SIGTERM);
+                            stopping = Some((Exit::Cancelled, tokio::time::Instant::now() + spec.grace));
+                        }
+                        Ok(()) => {}
+                    }
                 }
             }
         }
-    };
-    // Anything the group left running (a stray grandchild) goes with the attempt.
-    // SAFETY: signalling our own attempt's process group.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
+        Ok(match (stopping, exited) {
+            (Some((reason, _)), _) => reason,
+            (None, Some(exit)) => exit,
+            (None, None) => Exit::Code(-1),
+        })
     }
-    let _ = stderr_task.await;
-    Ok((exit, reported))
+    .await;
+    drop(group);
+    if result.is_err() {
+        // The group is dead; reap the leader so no zombie is left behind.
+        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, child.wait()).await;
+    }
+    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, stderr_task).await;
+    Ok((result?, reported))
+}
+
+/// How long stdout and stderr are drained after the worker exits.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(5);
+/// Longest stdout/stderr line kept whole; longer ones are logged in pieces (and are no events).
+const MAX_LINE: u64 = 1 << 20;
+
+/// Reads up to a newline or [`MAX_LINE`] bytes. Cancel-safe: partial data stays in `buf`.
+async fn read_chunk<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let budget = MAX_LINE.saturating_sub(buf.len() as u64).max(1);
+    (&mut *reader).take(budget).read_until(b'\n', buf).await
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -448,17 +500,47 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// SIGTERM to the attempt's process group, SIGKILL after the grace period.
-async fn terminate(pid: i32, child: &mut tokio::process::Child, grace: Duration) {
-    // SAFETY: signalling the attempt's own process group (its leader is `pid`).
-    unsafe {
-        libc::kill(-pid, libc::SIGTERM);
-    }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
+/// Process groups of running attempts, so a forced exit can take them along.
+static LIVE_GROUPS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// SIGKILLs every running attempt's process group (for a forced exit of the engine).
+pub fn kill_all_attempts() {
+    if let Ok(groups) = LIVE_GROUPS.lock() {
+        for pgid in groups.iter() {
+            // SAFETY: signalling process groups this engine started.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
         }
-        let _ = child.wait().await;
+    }
+}
+
+/// An attempt's process group; SIGKILLed when dropped.
+struct ProcessGroup(i32);
+
+impl ProcessGroup {
+    fn new(pgid: i32) -> ProcessGroup {
+        if let Ok(mut g) = LIVE_GROUPS.lock() {
+            g.insert(pgid);
+        }
+        ProcessGroup(pgid)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling the attempt's own process group (its leader is the worker).
+        unsafe {
+            libc::kill(-self.0, sig);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Ok(mut g) = LIVE_GROUPS.lock() {
+            g.remove(&self.0);
+        }
     }
 }
 
@@ -469,6 +551,7 @@ async fn handle_event(
     event: Event,
     reported: &mut BTreeMap<String, PathBuf>,
     last_progress_record: &mut Option<Instant>,
+    log: &Mutex<std::fs::File>,
 ) -> Result<()> {
     let payload = serde_json::to_string(&event)?;
     match event {
@@ -494,13 +577,22 @@ async fn handle_event(
         }
         Event::Checkpoint { step, path } => {
             let path = spec.work_dir.join(path);
-            let (digest, manifest) = spec.store.put_path(&path).await.with_context(|| {
-                format!(
-                    "stage {}: storing checkpoint {}",
-                    spec.stage,
-                    path.display()
-                )
-            })?;
+            // A checkpoint that cannot be stored is the plugin's problem to report, not a
+            // reason to kill a long training run: note it in the log and go on.
+            let (digest, manifest) = match spec.store.put_path(&path).await {
+                Ok(x) => x,
+                Err(e) => {
+                    let msg = format!(
+                        "leo: checkpoint step {step} at {} was not stored: {e:#}\n",
+                        path.display()
+                    );
+                    tracing::warn!("stage {}: {}", spec.stage, msg.trim());
+                    if let Ok(mut f) = log.lock() {
+                        let _ = f.write_all(msg.as_bytes());
+                    }
+                    return Ok(());
+                }
+            };
             spec.state
                 .record_checkpoint(&CheckpointRecord {
                     run_id: spec.run_id.clone(),
@@ -566,13 +658,17 @@ async fn collect_outputs(
                 p
             }
         };
-        let (digest, manifest) = spec.store.put_path_final(&path).await.with_context(|| {
-            format!(
-                "stage {}: storing output `{name}` from {}",
-                spec.stage,
-                path.display()
-            )
-        })?;
+        let (digest, manifest) = spec
+            .store
+            .put_path_final(&path, &spec.work_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "stage {}: storing output `{name}` from {}",
+                    spec.stage,
+                    path.display()
+                )
+            })?;
         outputs.push(OutputArtifact {
             name: name.clone(),
             digest,
@@ -584,7 +680,8 @@ async fn collect_outputs(
 }
 
 async fn store_log(store: &ArtifactStore, log_path: &Path) -> Result<(String, u64)> {
-    let (digest, manifest) = store.put_path_final(log_path).await?;
+    let owned = log_path.parent().unwrap_or(log_path);
+    let (digest, manifest) = store.put_path_final(log_path, owned).await?;
     Ok((digest, manifest.total_size()))
 }
 

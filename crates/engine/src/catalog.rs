@@ -124,8 +124,13 @@ fn describe_exec(path: &str, params: &Value) -> Result<PluginInfo, DescribeError
         None => file_sha256(&exe)
             .map_err(|e| DescribeError::Other(format!("hashing {}: {e}", exe.display())))?,
     };
+    // The fingerprint names the plugin by file name, not path: a checkout elsewhere (or on
+    // another machine) with the same plugin content and version shares its cache.
+    let file_name = exe
+        .file_name()
+        .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned());
     Ok(PluginInfo {
-        name: format!("exec:{path}"),
+        name: format!("exec:{file_name}"),
         version,
         outputs: reply.outputs,
         command: vec![exe.into_os_string(), "run".into()],

@@ -7,6 +7,9 @@ use leo_spec::{InputRef, Loaded, SpecError, Workflow};
 
 use crate::catalog::{Catalog, DescribeError, PluginInfo};
 
+/// Names an output may not have: they are taken in the attempt folder that holds outputs.
+const RESERVED_OUTPUTS: &[&str] = &["checkpoints"];
+
 /// A workflow whose plugins accepted their params.
 #[derive(Debug, Clone)]
 pub struct Checked {
@@ -43,6 +46,17 @@ fn check_workflow(
     catalog: &Catalog,
     error_at: impl Fn(&[&str], String) -> SpecError,
 ) -> Result<Checked, SpecError> {
+    // A stored workflow was validated when it was loaded, but may come from another version.
+    for (name, stage) in &workflow.stages {
+        for dep in &stage.needs {
+            if !workflow.stages.contains_key(dep) {
+                return Err(error_at(
+                    &["stages", name, "needs"],
+                    format!("stage `{dep}` does not exist"),
+                ));
+            }
+        }
+    }
     let dag = leo_spec::Dag::new(workflow).map_err(|cycle| {
         error_at(
             &["stages", &cycle[0], "needs"],
@@ -63,6 +77,18 @@ fn check_workflow(
                     error_at(&path, p.message)
                 }
             })?;
+        if let Some(bad) = info
+            .outputs
+            .iter()
+            .find(|o| RESERVED_OUTPUTS.contains(&o.as_str()))
+        {
+            return Err(error_at(
+                &["stages", name, "params"],
+                format!(
+                    "output name `{bad}` is reserved (the attempt folder uses it); choose another"
+                ),
+            ));
+        }
         plugins.insert(name.clone(), info);
     }
     for (name, stage) in &workflow.stages {

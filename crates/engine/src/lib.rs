@@ -12,6 +12,7 @@ mod resources;
 mod run;
 mod scheduler;
 
+pub use attempt::kill_all_attempts;
 pub use catalog::{Catalog, DescribeError, PluginInfo};
 pub use check::{check, check_stored, Checked};
 pub use fingerprint::{diff_fields, Fingerprint};

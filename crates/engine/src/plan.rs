@@ -98,7 +98,14 @@ pub async fn plan(
             Some(old) => {
                 let changed: Vec<String> = diff_fields(old, &fp.payload)
                     .into_iter()
-                    .map(|(path, a, b)| format!("{path}: {} -> {}", show(a), show(b)))
+                    .map(|(path, a, b)| {
+                        // Environment values may be credentials: say that they changed, not how.
+                        if path.starts_with("env.") {
+                            format!("{path}: (value changed)")
+                        } else {
+                            format!("{path}: {} -> {}", show(a), show(b))
+                        }
+                    })
                     .collect();
                 if changed.is_empty() {
                     (

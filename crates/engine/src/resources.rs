@@ -6,8 +6,8 @@ use leo_spec::Resources;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     pub cpus: u32,
-    /// GPU indices (as `CUDA_VISIBLE_DEVICES` numbers them).
-    pub gpus: Vec<u32>,
+    /// GPU ids as `CUDA_VISIBLE_DEVICES` takes them: indices, `GPU-…` UUIDs or `MIG-…` ids.
+    pub gpus: Vec<String>,
 }
 
 impl Machine {
@@ -17,12 +17,17 @@ impl Machine {
             .map(|n| n.get() as u32)
             .unwrap_or(1);
         let gpus = match std::env::var("CUDA_VISIBLE_DEVICES") {
-            Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+            Ok(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
             Err(_) => {
                 let n = std::fs::read_dir("/proc/driver/nvidia/gpus")
                     .map(|d| d.count())
                     .unwrap_or(0);
-                (0..n as u32).collect()
+                (0..n).map(|i| i.to_string()).collect()
             }
         };
         Machine { cpus, gpus }
@@ -34,14 +39,14 @@ impl Machine {
 pub(crate) struct Pool {
     cpus_total: u32,
     cpus_free: u32,
-    gpus_free: Vec<u32>,
+    gpus_free: Vec<String>,
     gpus_total: usize,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Grant {
     pub cpus: u32,
-    pub gpus: Vec<u32>,
+    pub gpus: Vec<String>,
 }
 
 impl Pool {
@@ -83,7 +88,9 @@ impl Pool {
     pub fn release(&mut self, g: Grant) {
         self.cpus_free += g.cpus;
         self.gpus_free.extend(g.gpus);
-        self.gpus_free.sort_unstable();
+        // Numeric ids in numeric order; the order only decides which GPU goes next.
+        self.gpus_free
+            .sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
     }
 }
 
@@ -95,7 +102,7 @@ mod tests {
     fn grants_and_releases() {
         let mut p = Pool::new(&Machine {
             cpus: 2,
-            gpus: vec![0, 1],
+            gpus: vec!["0".into(), "1".into()],
         });
         let r = Resources {
             cpus: 1,
@@ -104,7 +111,10 @@ mod tests {
         };
         let a = p.try_acquire(&r).unwrap();
         let b = p.try_acquire(&r).unwrap();
-        assert_eq!((a.gpus.clone(), b.gpus.clone()), (vec![0], vec![1]));
+        assert_eq!(
+            (a.gpus.clone(), b.gpus.clone()),
+            (vec!["0".to_string()], vec!["1".to_string()])
+        );
         assert!(p
             .try_acquire(&Resources {
                 cpus: 1,

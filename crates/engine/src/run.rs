@@ -112,6 +112,26 @@ pub async fn resume_run(
     if run.status == RunStatus::Running {
         ensure_engine_gone(&run, opts.heartbeat)?;
     }
+    if !state
+        .claim_run(
+            run_id,
+            &crate::hostname(),
+            i64::from(std::process::id()),
+            &run,
+        )
+        .await?
+    {
+        bail!("run {run_id} was just claimed by another leo process; see `leo status {run_id}`");
+    }
+    // Attempts the dead engine left running: whatever of them still lives on this host goes.
+    let here = crate::hostname();
+    for a in state.attempts(run_id).await? {
+        if a.status == leo_state::AttemptStatus::Running && a.host == here {
+            if let Some(pid) = a.pid.and_then(|p| i32::try_from(p).ok()) {
+                kill_stale_group(pid, run_id);
+            }
+        }
+    }
     state.mark_lost(run_id).await?;
     let workflow: leo_spec::Workflow = serde_json::from_str(&run.spec_json).with_context(|| {
         format!("run {run_id}: the stored workflow cannot be read by this leo version")
@@ -119,9 +139,6 @@ pub async fn resume_run(
     let checked = check_stored(&workflow, catalog, &format!("run {run_id}"))
         .map_err(|e| anyhow::anyhow!("run {run_id} can no longer be checked: {e}"))?;
     let store = ArtifactStore::open(&run.store_url)?;
-    state
-        .claim_run(run_id, &crate::hostname(), i64::from(std::process::id()))
-        .await?;
     scheduler::execute(run_id, checked, state, &store, opts, observer, cancel).await
 }
 
@@ -147,6 +164,39 @@ fn ensure_engine_gone(run: &RunRecord, heartbeat: Duration) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// SIGKILLs the process group `pgid` if a member of it still belongs to `run_id` (its
+/// environment says so), so a recycled pid never hits an unrelated process.
+fn kill_stale_group(pgid: i32, run_id: &str) {
+    let marker = format!("LEO_RUN_ID={run_id}");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let ours = procs.flatten().any(|entry| {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            return false;
+        };
+        let in_group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name (which may contain spaces) close with ')'.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+            })
+            == Some(pgid);
+        in_group
+            && std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+                .unwrap_or(false)
+    });
+    if ours {
+        tracing::warn!("run {run_id}: killing leftover process group {pgid} of a lost attempt");
+        // SAFETY: the group was verified to belong to this run's attempt.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
 }
 
 fn process_is_leo(pid: i64) -> bool {

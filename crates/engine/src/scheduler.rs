@@ -261,18 +261,26 @@ pub(crate) async fn execute(
         }
     }
 
-    // Stages already done in this run (resume) are kept when their artifacts still exist.
+    // Stages already done in this run (resume) are kept when their artifacts still exist and
+    // every stage upstream of them is kept too: a stage whose upstream reruns runs again (and is
+    // a cache hit when its inputs come out the same).
     let mut nodes = vec![Node::Waiting; order.len()];
     let mut done: HashMap<String, DoneStage> = HashMap::new();
-    for rec in state.stages(run_id).await? {
-        let Some(&i) = index.get(rec.name.as_str()) else {
+    let records: HashMap<String, leo_state::StageRecord> = state
+        .stages(run_id)
+        .await?
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    for (i, name) in order.iter().enumerate() {
+        let Some(rec) = records.get(name) else {
             continue;
         };
-        if !rec.status.is_done() {
+        if !rec.status.is_done() || deps[i].iter().any(|&d| nodes[d] != Node::Done) {
             continue;
         }
         let outputs: BTreeMap<String, String> = state
-            .stage_outputs(run_id, &rec.name)
+            .stage_outputs(run_id, name)
             .await?
             .into_iter()
             .collect();
@@ -282,7 +290,7 @@ pub(crate) async fn execute(
         }
         if let (true, Some(fp)) = (present, rec.fingerprint.clone()) {
             done.insert(
-                rec.name.clone(),
+                name.clone(),
                 DoneStage {
                     fingerprint: fp,
                     outputs,
@@ -339,21 +347,30 @@ pub(crate) async fn execute(
         cleanup: Vec::new(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    // Attempts listen to the scheduler's own stop signal: the user's cancel is forwarded to it,
+    // and an internal error raises it too.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut cancelled = *cancel.borrow();
+    let mut cancel_open = true;
     let result: Result<()> = async {
         loop {
             if !cancelled {
-                s.start_ready(&tx, &cancel).await?;
+                s.start_ready(&tx, &stop_rx).await?;
             }
             if s.running == 0 && (s.backing_off == 0 || cancelled) {
                 return Ok(());
             }
             let msg = tokio::select! {
                 m = rx.recv() => m,
-                changed = cancel.changed(), if !cancelled => {
-                    if changed.is_err() || *cancel.borrow() {
-                        cancelled = true;
-                        observer.on(EngineEvent::Cancelling);
+                changed = cancel.changed(), if cancel_open && !cancelled => {
+                    match changed {
+                        Err(_) => cancel_open = false,
+                        Ok(()) if *cancel.borrow() => {
+                            cancelled = true;
+                            let _ = stop_tx.send(true);
+                            observer.on(EngineEvent::Cancelling);
+                        }
+                        Ok(()) => {}
                     }
                     continue;
                 }
@@ -381,12 +398,24 @@ pub(crate) async fn execute(
         }
     }
     .await;
+    if result.is_err() {
+        // Stop what is running and wait for it before giving up: no attempt outlives the run.
+        let _ = stop_tx.send(true);
+        while s.running > 0 {
+            match rx.recv().await {
+                Some(Msg::Finished { .. }) => s.running -= 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let _ = state.set_run_status(run_id, RunStatus::Failed).await;
+    }
     heartbeat.abort();
     let mut cleanup = std::mem::take(&mut s.cleanup);
     cleanup.push(opts.work_root.join(run_id).join(SHARED_INPUTS));
     let _ = tokio::task::spawn_blocking(move || {
         for dir in cleanup {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = leo_store::remove_shared(&dir);
         }
     })
     .await;
@@ -532,8 +561,14 @@ impl Scheduler<'_> {
             let _ = release_tx.send(Msg::Release { grant });
         });
         let tx = tx.clone();
+        let task = tokio::spawn(attempt::run(spec, release));
         tokio::spawn(async move {
-            let outcome = attempt::run(spec, release).await;
+            // A panicking attempt task still reports, so the run cannot wait for it forever.
+            let outcome = task.await.unwrap_or_else(|e| {
+                Err(anyhow::anyhow!(
+                    "the engine task running this attempt failed: {e}"
+                ))
+            });
             let _ = tx.send(Msg::Finished {
                 stage: i,
                 number,

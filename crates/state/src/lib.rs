@@ -70,8 +70,12 @@ impl State {
 
     /// Opens an existing database without creating it (for read-only commands).
     pub async fn open_existing(location: &str) -> Result<State> {
-        let path = location.strip_prefix("sqlite://").unwrap_or(location);
-        if !location.contains("://") && !Path::new(path).exists() {
+        let path = location
+            .strip_prefix("sqlite://")
+            .or_else(|| location.strip_prefix("sqlite:"))
+            .unwrap_or(location);
+        let is_sqlite = !location.contains("://") || location.starts_with("sqlite:");
+        if is_sqlite && !Path::new(path).exists() {
             anyhow::bail!(
                 "no state database at {path} (run `leo run WORKFLOW` first, or pass --state)"
             );
@@ -158,19 +162,31 @@ impl State {
         Ok(())
     }
 
-    /// Claims a run for this engine process (on start and on resume).
-    pub async fn claim_run(&self, id: &str, host: &str, pid: i64) -> Result<()> {
-        sqlx::query(
+    /// Claims a run for this engine process on resume; false when another engine claimed or
+    /// changed it since `previous` was read.
+    pub async fn claim_run(
+        &self,
+        id: &str,
+        host: &str,
+        pid: i64,
+        previous: &RunRecord,
+    ) -> Result<bool> {
+        // Conditional on what the caller saw, so two engines resuming one run cannot both win.
+        let claimed = sqlx::query(
             "UPDATE runs SET status = 'running', engine_host = $2, engine_pid = $3,
-                             engine_heartbeat = $4, updated_at = $4 WHERE id = $1",
+                             engine_heartbeat = $4, updated_at = $4
+             WHERE id = $1 AND status = $5 AND updated_at = $6",
         )
         .bind(id)
         .bind(host)
         .bind(pid)
         .bind(now_ms())
+        .bind(previous.status.as_str())
+        .bind(previous.updated_at)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
     }
 
     /// The engine's heartbeat: the run and every attempt it is running.
@@ -429,7 +445,7 @@ impl State {
         .bind(f.exit_code)
         .bind(f.error)
         .bind(f.log.map(|(d, _)| d))
-        .bind(now_ms())
+        .bind(f.finished_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -742,6 +758,7 @@ mod tests {
             exit_code: Some(0),
             error: None,
             log: None,
+            finished_at: now_ms(),
         })
         .await
         .unwrap();

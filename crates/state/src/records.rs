@@ -247,6 +247,8 @@ pub struct AttemptFinish<'a> {
     pub error: Option<&'a str>,
     /// Log artifact digest and size.
     pub log: Option<(&'a str, u64)>,
+    /// When the process ended (ms); the engine stores outputs after that.
+    pub finished_at: i64,
 }
 
 pub struct CheckpointRecord {

@@ -72,17 +72,24 @@ impl ArtifactStore {
     /// Stores a file or a folder as an artifact and returns its digest and manifest.
     /// Blobs go first, the manifest last: a crash in between leaves no visible artifact.
     pub async fn put_path(&self, path: &Path) -> Result<(String, Manifest)> {
-        self.put_path_inner(path, false).await
+        self.put_path_inner(path, None).await
     }
 
     /// Like [`put_path`](Self::put_path) for files nobody will change again (a finished
     /// stage's outputs and log): a local store on the same file system adopts them as blobs
-    /// through hard links instead of copying.
-    pub async fn put_path_final(&self, path: &Path) -> Result<(String, Manifest)> {
-        self.put_path_inner(path, true).await
+    /// through hard links instead of copying. Only regular files inside `owned` (the attempt's
+    /// own folder) are adopted; anything reached through a symlink is copied.
+    pub async fn put_path_final(&self, path: &Path, owned: &Path) -> Result<(String, Manifest)> {
+        let owned = std::fs::canonicalize(owned)
+            .with_context(|| format!("resolving {}", owned.display()))?;
+        self.put_path_inner(path, Some(&owned)).await
     }
 
-    async fn put_path_inner(&self, path: &Path, adopt: bool) -> Result<(String, Manifest)> {
+    async fn put_path_inner(
+        &self,
+        path: &Path,
+        adopt: Option<&Path>,
+    ) -> Result<(String, Manifest)> {
         let files = manifest::list_files(path)?;
         let mut entries = Vec::with_capacity(files.len());
         for (rel, abs) in files {
@@ -106,12 +113,24 @@ impl ArtifactStore {
         Ok((digest, manifest))
     }
 
-    async fn put_blob(&self, file: &Path, sha256: &str, size: u64, adopt: bool) -> Result<()> {
+    async fn put_blob(
+        &self,
+        file: &Path,
+        sha256: &str,
+        size: u64,
+        adopt: Option<&Path>,
+    ) -> Result<()> {
         let location = blob_path(sha256);
         if self.exists_at(&location).await? {
             return Ok(());
         }
-        if let (true, Some(root)) = (adopt, &self.local_root) {
+        let adoptable = adopt.is_some_and(|owned| {
+            std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_file())
+                && std::fs::canonicalize(file)
+                    .is_ok_and(|real| real == file || real.starts_with(owned))
+                && file.starts_with(owned)
+        });
+        if let (true, Some(root)) = (adoptable, &self.local_root) {
             let blob = root.join(location.as_ref());
             if let Some(parent) = blob.parent() {
                 std::fs::create_dir_all(parent)
@@ -221,7 +240,9 @@ impl ArtifactStore {
                 self.materialise(digest, &tmp).await?;
             }
         }
+        set_tree_writable(&tmp, false);
         if let Err(e) = std::fs::rename(&tmp, &dest) {
+            set_tree_writable(&tmp, true);
             let _ = std::fs::remove_dir_all(&tmp);
             // A concurrent caller won the race: its copy is identical.
             if !dest.exists() {
@@ -339,6 +360,38 @@ fn blob_path(sha256: &str) -> StorePath {
     ))
 }
 
+/// Folders of a shared materialisation are read-only (0555) so that a stage cannot rename or
+/// delete what other stages read; [`remove_shared`] undoes that to clean up.
+fn set_tree_writable(dir: &Path, writable: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if writable { 0o755 } else { 0o555 };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if writable {
+            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+        }
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        if !writable {
+            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
+/// Removes a folder of shared materialisations (see [`ArtifactStore::materialise_shared`]).
+pub fn remove_shared(cache: &Path) -> std::io::Result<()> {
+    if !cache.exists() {
+        return Ok(());
+    }
+    set_tree_writable(cache, true);
+    std::fs::remove_dir_all(cache)
+}
+
 fn digest_hex(digest: &str) -> Result<&str> {
     digest
         .strip_prefix("sha256:")
@@ -396,6 +449,41 @@ mod tests {
         let meta = std::fs::metadata(shared.join("a.txt")).unwrap();
         assert!(meta.nlink() >= 2, "hard link into the store");
         assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+        let dir_mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o555);
+        remove_shared(&cache).unwrap();
+        assert!(!cache.exists());
+    }
+
+    #[tokio::test]
+    async fn symlinked_files_are_copied_not_adopted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(tmp.path().join("store").to_str().unwrap()).unwrap();
+        let user_file = tmp.path().join("user.txt");
+        std::fs::write(&user_file, b"mine").unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(work.join("out")).unwrap();
+        std::os::unix::fs::symlink(&user_file, work.join("out/link.txt")).unwrap();
+        std::fs::write(work.join("out/own.txt"), b"own").unwrap();
+        let (digest, _) = store
+            .put_path_final(&work.join("out"), &work)
+            .await
+            .unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // The user's file is neither linked into the store nor made read-only.
+        assert_eq!(std::fs::metadata(&user_file).unwrap().nlink(), 1);
+        assert_ne!(
+            std::fs::metadata(&user_file).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        // The attempt's own file was adopted.
+        assert_eq!(
+            std::fs::metadata(work.join("out/own.txt")).unwrap().nlink(),
+            2
+        );
+        let dest = tmp.path().join("in");
+        store.materialise(&digest, &dest).await.unwrap();
+        assert_eq!(std::fs::read(dest.join("link.txt")).unwrap(), b"mine");
     }
 
     #[tokio::test]
@@ -423,6 +511,17 @@ mod tests {
     fn bad_digests_are_rejected() {
         assert!(manifest_path("sha256:xyz").is_err());
         assert!(manifest_path("../../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn manifests_with_escaping_paths_are_rejected() {
+        let sha = "a".repeat(64);
+        for path in ["../x", "/etc/passwd", "a/../../b", ""] {
+            let json = format!(r#"{{"files":[{{"path":"{path}","size":1,"sha256":"{sha}"}}]}}"#);
+            assert!(Manifest::from_json(json.as_bytes()).is_err(), "{path}");
+        }
+        let ok = format!(r#"{{"files":[{{"path":"a/b.txt","size":1,"sha256":"{sha}"}}]}}"#);
+        assert!(Manifest::from_json(ok.as_bytes()).is_ok());
     }
 }
 

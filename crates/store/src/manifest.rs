@@ -33,8 +33,27 @@ impl Manifest {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Parses a stored manifest and checks that every entry is well-formed: a relative path
+    /// that stays inside the artifact, and a SHA-256 in hex.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest> {
-        Ok(serde_json::from_slice(bytes)?)
+        let manifest: Manifest = serde_json::from_slice(bytes)?;
+        for f in &manifest.files {
+            let path = Path::new(&f.path);
+            let inside = !f.path.is_empty()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside {
+                bail!(
+                    "manifest entry `{}` is not a relative path inside the artifact",
+                    f.path
+                );
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("manifest entry `{}` has no valid sha256", f.path);
+            }
+        }
+        Ok(manifest)
     }
 
     /// The artifact id: `sha256:` + hex digest of the canonical manifest.

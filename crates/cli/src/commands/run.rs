@@ -42,7 +42,12 @@ fn engine_options(machine: &MachineArgs, state_loc: &str) -> EngineOptions {
         detected.cpus = c.max(1);
     }
     if let Some(g) = machine.gpus {
-        detected.gpus = (0..g).collect();
+        // Within the GPUs this process may use (CUDA_VISIBLE_DEVICES), else by index.
+        detected.gpus = if detected.gpus.len() >= g as usize {
+            detected.gpus.into_iter().take(g as usize).collect()
+        } else {
+            (0..g).map(|i| i.to_string()).collect()
+        };
     }
     EngineOptions {
         machine: detected,
@@ -75,6 +80,7 @@ fn cancel_on_signals() -> watch::Receiver<bool> {
                 let _ = tx.send(true);
             } else {
                 eprintln!("leo: forced stop; `leo resume` will rerun what was running");
+                leo_engine::kill_all_attempts();
                 std::process::exit(130);
             }
         }
@@ -128,6 +134,17 @@ pub async fn resume(
     report(&state, outcome, json).await
 }
 
+/// ` --state PATH` when the state is not where the other commands look by default.
+fn state_flag_hint(location: &str) -> String {
+    if location == super::DEFAULT_STATE
+        || std::env::var("LEO_STATE_URL").is_ok_and(|v| v == location)
+    {
+        String::new()
+    } else {
+        format!(" --state {location}")
+    }
+}
+
 async fn report(state: &State, outcome: RunOutcome, json: bool) -> Result<ExitCode> {
     let stages = state.stages(&outcome.run_id).await?;
     if json {
@@ -164,8 +181,9 @@ async fn report(state: &State, outcome: RunOutcome, json: bool) -> Result<ExitCo
                 );
             }
             eprintln!(
-                "  details: leo status {0}    finish it: leo resume {0}",
-                outcome.run_id
+                "  details: leo{1} status {0}    finish it: leo{1} resume {0}",
+                outcome.run_id,
+                state_flag_hint(state.location())
             );
         }
     }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use leo_plugin::{
@@ -391,7 +391,7 @@ async fn supervise(
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     let mut seq: i64 = 0;
-    let mut last_progress_record: Option<Instant> = None;
+    let mut progress = ProgressThrottle::default();
     let mut cancel = spec.cancel.clone();
     let mut cancel_open = true;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -422,7 +422,7 @@ async fn supervise(
                             // SIGTERM must not be lost.
                             if let Some(event) = Event::parse_line(&text) {
                                 seq += 1;
-                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut last_progress_record, &log)
+                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut progress, &log)
                                     .await?;
                             }
                         }
@@ -439,6 +439,9 @@ async fn supervise(
                     // Whatever the worker left running (a background process) goes with it.
                     group.signal(libc::SIGKILL);
                     drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                }
+                _ = sleep_until(progress.flush_at()), if progress.pending.is_some() => {
+                    progress.flush(&spec.state, attempt_id).await?;
                 }
                 _ = sleep_until(drain_until), if exited.is_some() && stdout_open => {
                     stdout_open = false;
@@ -462,6 +465,7 @@ async fn supervise(
                 }
             }
         }
+        progress.flush(&spec.state, attempt_id).await?;
         Ok(match (stopping, exited) {
             (Some((reason, _)), _) => reason,
             (None, Some(exit)) => exit,
@@ -476,6 +480,30 @@ async fn supervise(
     }
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, stderr_task).await;
     Ok((result?, reported))
+}
+
+/// Progress events reach the database at most once per [`PROGRESS_RECORD_INTERVAL`]; the
+/// latest one is always written (when due, or when the attempt ends).
+#[derive(Default)]
+struct ProgressThrottle {
+    last: Option<tokio::time::Instant>,
+    pending: Option<(i64, String)>,
+}
+
+impl ProgressThrottle {
+    fn flush_at(&self) -> Option<tokio::time::Instant> {
+        self.last.map(|t| t + PROGRESS_RECORD_INTERVAL)
+    }
+
+    async fn flush(&mut self, state: &State, attempt_id: &str) -> Result<()> {
+        if let Some((seq, payload)) = self.pending.take() {
+            self.last = Some(tokio::time::Instant::now());
+            state
+                .record_event(attempt_id, seq, "progress", &payload)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// How long stdout and stderr are drained after the worker exits.
@@ -550,7 +578,7 @@ async fn handle_event(
     seq: i64,
     event: Event,
     reported: &mut BTreeMap<String, PathBuf>,
-    last_progress_record: &mut Option<Instant>,
+    progress: &mut ProgressThrottle,
     log: &Mutex<std::fs::File>,
 ) -> Result<()> {
     let payload = serde_json::to_string(&event)?;
@@ -562,12 +590,13 @@ async fn handle_event(
                 total,
                 unit,
             });
-            let due = last_progress_record.is_none_or(|t| t.elapsed() >= PROGRESS_RECORD_INTERVAL);
-            if due || total == Some(done) {
-                *last_progress_record = Some(Instant::now());
-                spec.state
-                    .record_event(attempt_id, seq, "progress", &payload)
-                    .await?;
+            progress.pending = Some((seq, payload));
+            if progress
+                .flush_at()
+                .is_none_or(|t| t <= tokio::time::Instant::now())
+                || total == Some(done)
+            {
+                progress.flush(&spec.state, attempt_id).await?;
             }
         }
         Event::Metric { step, name, value } => {

@@ -581,6 +581,16 @@ impl State {
         Ok(())
     }
 
+    /// The payload of an attempt's latest event of a kind.
+    pub async fn latest_event(&self, attempt_id: &str, kind: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT payload FROM events WHERE attempt_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT 1")
+            .bind(attempt_id)
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("payload")?)).transpose()
+    }
+
     pub async fn events(&self, attempt_id: &str) -> Result<Vec<(String, String)>> {
         let rows =
             sqlx::query("SELECT kind, payload FROM events WHERE attempt_id = $1 ORDER BY seq")

@@ -86,6 +86,30 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
             (_, _, Some(c)) => format!("resumed from {}", short(c)),
             _ => String::new(),
         };
+        // A running stage shows how far it got (from its latest recorded progress event).
+        let note = match last {
+            Some(a) if s.status == leo_state::StageStatus::Running => {
+                let progress = state
+                    .latest_event(&a.id, "progress")
+                    .await?
+                    .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+                    .map(|p| match p["total"].as_u64() {
+                        Some(t) => {
+                            format!("{}/{t} {}", p["done"], p["unit"].as_str().unwrap_or(""))
+                        }
+                        None => format!("{} {}", p["done"], p["unit"].as_str().unwrap_or("")),
+                    });
+                let running_for =
+                    format_seconds((leo_state::now_ms() - a.started_at) as f64 / 1000.0);
+                match progress {
+                    Some(p) => format!("{} for {running_for}; {note}", p.trim()),
+                    None => format!("running for {running_for}; {note}"),
+                }
+                .trim_end_matches("; ")
+                .to_string()
+            }
+            _ => note,
+        };
         println!(
             "{:width$}  {:10} {:>8}  {:>9}  {}",
             s.name,

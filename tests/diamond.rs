@@ -13,13 +13,7 @@ fn diamond_runs_with_the_middle_stages_overlapping() {
         assert_eq!(stage(&status, s)["status"], "succeeded", "{status}");
     }
     // From the recorded attempt timestamps: b and c ran at the same time.
-    let span = |name: &str| {
-        let a = &stage(&status, name)["attempt_list"][0];
-        (
-            a["started_at"].as_i64().unwrap(),
-            a["finished_at"].as_i64().unwrap(),
-        )
-    };
+    let span = |name: &str| first_attempt_span(&status, name);
     let (b0, b1) = span("b");
     let (c0, c1) = span("c");
     assert!(
@@ -64,13 +58,7 @@ fn one_cpu_serialises_the_middle_stages() {
     diamond(&sb, 4, false, false);
     sb.leo_ok(&["run", "diamond.toml", "--cpus", "1"]);
     let status = sb.status(None);
-    let span = |name: &str| {
-        let a = &stage(&status, name)["attempt_list"][0];
-        (
-            a["started_at"].as_i64().unwrap(),
-            a["finished_at"].as_i64().unwrap(),
-        )
-    };
+    let span = |name: &str| first_attempt_span(&status, name);
     let (b0, b1) = span("b");
     let (c0, c1) = span("c");
     assert!(

@@ -125,18 +125,6 @@ fn stage_without_retries_fails_once() {
     assert_eq!(stage(&st, "f")["attempt_list"][0]["exit_code"], 3);
 }
 
-/// Whether a process exists and is not a zombie.
-fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                != Some("Z")
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_background_process_neither_hangs_the_stage_nor_outlives_it() {
     let sb = Sandbox::new();

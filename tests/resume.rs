@@ -108,17 +108,6 @@ fn resume_refuses_a_run_whose_engine_is_alive_and_unknown_runs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run `no-such-run`"));
 }
 
-fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                != Some("Z")
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn resume_kills_what_a_killed_engine_left_running() {
     let sb = Sandbox::new();

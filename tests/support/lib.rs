@@ -244,3 +244,24 @@ pub fn attempt_counts(status: &Value) -> Vec<(String, i64)> {
         })
         .collect()
 }
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+/// (started_at, finished_at) of a stage's first attempt, from `leo status --json`.
+pub fn first_attempt_span(status: &Value, name: &str) -> (i64, i64) {
+    let a = &stage(status, name)["attempt_list"][0];
+    (
+        a["started_at"].as_i64().expect("started_at"),
+        a["finished_at"].as_i64().expect("finished_at"),
+    )
+}

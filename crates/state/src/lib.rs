@@ -698,6 +698,32 @@ mod tests {
         (dir, s)
     }
 
+    /// Run `r1` with one pending stage and its first attempt started; returns the attempt id.
+    async fn started_attempt(s: &State, stage: &str) -> String {
+        s.create_run(&run("r1")).await.unwrap();
+        s.upsert_stage(&StageUpdate {
+            run_id: "r1",
+            stage,
+            status: StageStatus::Pending,
+            fingerprint: None,
+            fingerprint_json: None,
+            cached_from_run: None,
+            error: None,
+        })
+        .await
+        .unwrap();
+        s.start_attempt(&NewAttempt {
+            run_id: "r1",
+            stage,
+            number: 1,
+            host: "h",
+            inputs: &[],
+            resumed_from: None,
+        })
+        .await
+        .unwrap()
+    }
+
     fn run(id: &str) -> RunRecord {
         RunRecord {
             id: id.into(),
@@ -791,28 +817,7 @@ mod tests {
     #[tokio::test]
     async fn running_attempts_of_a_dead_engine_become_lost() {
         let (_d, s) = state().await;
-        s.create_run(&run("r1")).await.unwrap();
-        s.upsert_stage(&StageUpdate {
-            run_id: "r1",
-            stage: "a",
-            status: StageStatus::Pending,
-            fingerprint: None,
-            fingerprint_json: None,
-            cached_from_run: None,
-            error: None,
-        })
-        .await
-        .unwrap();
-        s.start_attempt(&NewAttempt {
-            run_id: "r1",
-            stage: "a",
-            number: 1,
-            host: "h",
-            inputs: &[],
-            resumed_from: None,
-        })
-        .await
-        .unwrap();
+        started_attempt(&s, "a").await;
         assert_eq!(s.mark_lost("r1").await.unwrap(), 1);
         assert_eq!(s.stages("r1").await.unwrap()[0].status, StageStatus::Lost);
         assert_eq!(
@@ -824,29 +829,7 @@ mod tests {
     #[tokio::test]
     async fn latest_checkpoint_is_the_highest_step() {
         let (_d, s) = state().await;
-        s.create_run(&run("r1")).await.unwrap();
-        s.upsert_stage(&StageUpdate {
-            run_id: "r1",
-            stage: "t",
-            status: StageStatus::Pending,
-            fingerprint: None,
-            fingerprint_json: None,
-            cached_from_run: None,
-            error: None,
-        })
-        .await
-        .unwrap();
-        let id = s
-            .start_attempt(&NewAttempt {
-                run_id: "r1",
-                stage: "t",
-                number: 1,
-                host: "h",
-                inputs: &[],
-                resumed_from: None,
-            })
-            .await
-            .unwrap();
+        let id = started_attempt(&s, "t").await;
         for step in [5u64, 10] {
             s.record_checkpoint(&CheckpointRecord {
                 run_id: "r1".into(),

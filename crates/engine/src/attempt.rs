@@ -300,6 +300,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
                 attempt_id: Some(&attempt_id),
                 cached_from_run: None,
                 outputs,
+                fingerprint: None,
             })
             .await?;
     }

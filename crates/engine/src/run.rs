@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use leo_state::{RunRecord, RunStatus, StageStatus, StageUpdate, State};
+use leo_state::{RunRecord, RunStatus, State};
 use leo_store::ArtifactStore;
 use tokio::sync::watch;
 
@@ -73,19 +73,8 @@ pub async fn start_run(
             engine_heartbeat: Some(now),
         })
         .await?;
-    for name in checked.workflow.stages.keys() {
-        state
-            .upsert_stage(&StageUpdate {
-                run_id: &run_id,
-                stage: name,
-                status: StageStatus::Pending,
-                fingerprint: None,
-                fingerprint_json: None,
-                cached_from_run: None,
-                error: None,
-            })
-            .await?;
-    }
+    let names: Vec<&str> = checked.workflow.stages.keys().map(String::as_str).collect();
+    state.add_pending_stages(&run_id, &names).await?;
     scheduler::execute(&run_id, checked, state, store, opts, observer, cancel).await
 }
 

@@ -481,17 +481,6 @@ impl Scheduler<'_> {
                 }
             };
             let fp_json = fp.canonical_json();
-            state
-                .upsert_stage(&StageUpdate {
-                    run_id,
-                    stage: &name,
-                    status: StageStatus::Pending,
-                    fingerprint: Some(&fp.hash),
-                    fingerprint_json: Some(&fp_json),
-                    cached_from_run: None,
-                    error: None,
-                })
-                .await?;
             let outputs = &self.checked.plugins[&name].outputs;
             if let Some((from_run, outs)) =
                 lookup_cache(state, self.store, &fp.hash, outputs).await?
@@ -513,6 +502,7 @@ impl Scheduler<'_> {
                         attempt_id: None,
                         cached_from_run: Some(&from_run),
                         outputs: &arts,
+                        fingerprint: Some((&fp.hash, &fp_json)),
                     })
                     .await?;
                 self.observer.on(EngineEvent::StageCached {
@@ -522,6 +512,17 @@ impl Scheduler<'_> {
                 self.mark_done(i, fp.hash, outs);
                 return Ok(true);
             }
+            state
+                .upsert_stage(&StageUpdate {
+                    run_id,
+                    stage: &name,
+                    status: StageStatus::Pending,
+                    fingerprint: Some(&fp.hash),
+                    fingerprint_json: Some(&fp_json),
+                    cached_from_run: None,
+                    error: None,
+                })
+                .await?;
             self.fingerprints.insert(i, fp);
             self.inputs.insert(i, inputs);
         }

@@ -261,6 +261,24 @@ impl State {
         Ok(())
     }
 
+    /// Records every stage of a new run as pending, in one transaction.
+    pub async fn add_pending_stages(&self, run_id: &str, stages: &[&str]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for stage in stages {
+            sqlx::query("INSERT INTO stages (run_id, name, status, updated_at) VALUES ($1, $2, 'pending', $3)")
+                .bind(run_id)
+                .bind(stage)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit()
+            .await
+            .with_context(|| format!("recording the stages of run {run_id}"))?;
+        Ok(())
+    }
+
     pub async fn stages(&self, run_id: &str) -> Result<Vec<StageRecord>> {
         let rows = sqlx::query(
             "SELECT s.name, s.status, s.fingerprint, s.fingerprint_json, s.cached_from_run, s.error, s.updated_at,
@@ -340,7 +358,8 @@ impl State {
             }
         }
         sqlx::query(
-            "UPDATE stages SET status = $3, cached_from_run = $4, error = NULL, updated_at = $5
+            "UPDATE stages SET status = $3, cached_from_run = $4, error = NULL, updated_at = $5,
+                    fingerprint = COALESCE($6, fingerprint), fingerprint_json = COALESCE($7, fingerprint_json)
              WHERE run_id = $1 AND name = $2",
         )
         .bind(c.run_id)
@@ -348,6 +367,8 @@ impl State {
         .bind(c.status.as_str())
         .bind(c.cached_from_run)
         .bind(now)
+        .bind(c.fingerprint.map(|f| f.0))
+        .bind(c.fingerprint.map(|f| f.1))
         .execute(&mut *tx)
         .await?;
         tx.commit()
@@ -785,6 +806,7 @@ mod tests {
             attempt_id: Some(&id),
             cached_from_run: None,
             outputs: &outputs,
+            fingerprint: None,
         })
         .await
         .unwrap();

@@ -228,6 +228,8 @@ pub struct StageCompletion<'a> {
     pub attempt_id: Option<&'a str>,
     pub cached_from_run: Option<&'a str>,
     pub outputs: &'a [OutputArtifact],
+    /// Set when the fingerprint was not recorded before (a cache hit records it here).
+    pub fingerprint: Option<(&'a str, &'a str)>,
 }
 
 pub struct NewAttempt<'a> {

@@ -38,6 +38,8 @@ pub(crate) struct AttemptSpec {
     pub run_id: String,
     pub stage: String,
     pub number: u32,
+    /// The stage's fingerprint hash and canonical JSON (recorded when the attempt starts).
+    pub fingerprint: (String, String),
     pub checked: Arc<Checked>,
     pub inputs: Vec<ResolvedInput>,
     /// Latest checkpoint of this stage in this run: (digest, step).
@@ -190,6 +192,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             host: &host,
             inputs: &input_edges,
             resumed_from: spec.resume_from.as_ref().map(|(d, _)| d.as_str()),
+            fingerprint: Some((&spec.fingerprint.0, &spec.fingerprint.1)),
         })
         .await?;
     spec.observer.on(EngineEvent::StageStarted {
@@ -281,6 +284,19 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     if let Err(e) = &log {
         tracing::warn!("stage {}: storing the log failed: {e:#}", spec.stage);
     }
+    // A success commits the attempt and the stage's outputs in one transaction.
+    let completion = match &outcome {
+        AttemptOutcome::Succeeded { outputs } => Some(StageCompletion {
+            run_id: &spec.run_id,
+            stage: &spec.stage,
+            status: StageStatus::Succeeded,
+            attempt_id: Some(&attempt_id),
+            cached_from_run: None,
+            outputs,
+            fingerprint: None,
+        }),
+        _ => None,
+    };
     spec.state
         .finish_attempt(&AttemptFinish {
             attempt_id: &attempt_id,
@@ -289,21 +305,9 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             error: error.as_deref(),
             log: log_ref,
             finished_at: ended_at,
+            completion: completion.as_ref(),
         })
         .await?;
-    if let AttemptOutcome::Succeeded { outputs } = &outcome {
-        spec.state
-            .complete_stage(&StageCompletion {
-                run_id: &spec.run_id,
-                stage: &spec.stage,
-                status: StageStatus::Succeeded,
-                attempt_id: Some(&attempt_id),
-                cached_from_run: None,
-                outputs,
-                fingerprint: None,
-            })
-            .await?;
-    }
     Ok(outcome)
 }
 

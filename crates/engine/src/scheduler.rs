@@ -512,17 +512,6 @@ impl Scheduler<'_> {
                 self.mark_done(i, fp.hash, outs);
                 return Ok(true);
             }
-            state
-                .upsert_stage(&StageUpdate {
-                    run_id,
-                    stage: &name,
-                    status: StageStatus::Pending,
-                    fingerprint: Some(&fp.hash),
-                    fingerprint_json: Some(&fp_json),
-                    cached_from_run: None,
-                    error: None,
-                })
-                .await?;
             self.fingerprints.insert(i, fp);
             self.inputs.insert(i, inputs);
         }
@@ -540,6 +529,10 @@ impl Scheduler<'_> {
             run_id: run_id.to_string(),
             stage: name.clone(),
             number,
+            fingerprint: (
+                self.fingerprints[&i].hash.clone(),
+                self.fingerprints[&i].canonical_json(),
+            ),
             checked: self.checked.clone(),
             inputs: self.inputs[&i].clone(),
             resume_from,

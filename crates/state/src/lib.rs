@@ -330,47 +330,8 @@ impl State {
     /// Marks a stage succeeded (or cached) together with its outputs and their lineage, in one
     /// transaction: this row is what makes the outputs visible.
     pub async fn complete_stage(&self, c: &StageCompletion<'_>) -> Result<()> {
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        for out in c.outputs {
-            sqlx::query(
-                "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
-                 VALUES ($1, 'output', $2, $3, NULL, $4) ON CONFLICT (digest) DO NOTHING",
-            )
-            .bind(&out.digest)
-            .bind(out.size as i64)
-            .bind(out.files as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO stage_outputs (run_id, stage, name, digest) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (run_id, stage, name) DO UPDATE SET digest = excluded.digest",
-            )
-            .bind(c.run_id)
-            .bind(c.stage)
-            .bind(&out.name)
-            .bind(&out.digest)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(attempt) = c.attempt_id {
-                insert_edge(&mut tx, attempt, &out.digest, "output", &out.name).await?;
-            }
-        }
-        sqlx::query(
-            "UPDATE stages SET status = $3, cached_from_run = $4, error = NULL, updated_at = $5,
-                    fingerprint = COALESCE($6, fingerprint), fingerprint_json = COALESCE($7, fingerprint_json)
-             WHERE run_id = $1 AND name = $2",
-        )
-        .bind(c.run_id)
-        .bind(c.stage)
-        .bind(c.status.as_str())
-        .bind(c.cached_from_run)
-        .bind(now)
-        .bind(c.fingerprint.map(|f| f.0))
-        .bind(c.fingerprint.map(|f| f.1))
-        .execute(&mut *tx)
-        .await?;
+        write_completion(&mut tx, c).await?;
         tx.commit()
             .await
             .with_context(|| format!("committing outputs of stage {}", c.stage))?;
@@ -424,12 +385,18 @@ impl State {
         if let Some(ckpt) = a.resumed_from {
             insert_edge(&mut tx, &id, ckpt, "resumed_from", "checkpoint").await?;
         }
-        sqlx::query("UPDATE stages SET status = 'running', error = NULL, updated_at = $3 WHERE run_id = $1 AND name = $2")
-            .bind(a.run_id)
-            .bind(a.stage)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE stages SET status = 'running', error = NULL, updated_at = $3,
+                    fingerprint = COALESCE($4, fingerprint), fingerprint_json = COALESCE($5, fingerprint_json)
+             WHERE run_id = $1 AND name = $2",
+        )
+        .bind(a.run_id)
+        .bind(a.stage)
+        .bind(now)
+        .bind(a.fingerprint.map(|f| f.0))
+        .bind(a.fingerprint.map(|f| f.1))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -469,6 +436,9 @@ impl State {
         .bind(f.finished_at)
         .execute(&mut *tx)
         .await?;
+        if let Some(c) = f.completion {
+            write_completion(&mut tx, c).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -687,6 +657,53 @@ impl State {
     }
 }
 
+async fn write_completion(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    c: &StageCompletion<'_>,
+) -> Result<()> {
+    let now = now_ms();
+    for out in c.outputs {
+        sqlx::query(
+            "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
+             VALUES ($1, 'output', $2, $3, NULL, $4) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&out.digest)
+        .bind(out.size as i64)
+        .bind(out.files as i64)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO stage_outputs (run_id, stage, name, digest) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id, stage, name) DO UPDATE SET digest = excluded.digest",
+        )
+        .bind(c.run_id)
+        .bind(c.stage)
+        .bind(&out.name)
+        .bind(&out.digest)
+        .execute(&mut **tx)
+        .await?;
+        if let Some(attempt) = c.attempt_id {
+            insert_edge(tx, attempt, &out.digest, "output", &out.name).await?;
+        }
+    }
+    sqlx::query(
+        "UPDATE stages SET status = $3, cached_from_run = $4, error = NULL, updated_at = $5,
+                fingerprint = COALESCE($6, fingerprint), fingerprint_json = COALESCE($7, fingerprint_json)
+         WHERE run_id = $1 AND name = $2",
+    )
+    .bind(c.run_id)
+    .bind(c.stage)
+    .bind(c.status.as_str())
+    .bind(c.cached_from_run)
+    .bind(now)
+    .bind(c.fingerprint.map(|f| f.0))
+    .bind(c.fingerprint.map(|f| f.1))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_edge(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     attempt_id: &str,
@@ -740,6 +757,7 @@ mod tests {
             host: "h",
             inputs: &[],
             resumed_from: None,
+            fingerprint: None,
         })
         .await
         .unwrap()
@@ -789,6 +807,7 @@ mod tests {
                 host: "h",
                 inputs: &inputs,
                 resumed_from: None,
+                fingerprint: None,
             })
             .await
             .unwrap();
@@ -817,6 +836,7 @@ mod tests {
             error: None,
             log: None,
             finished_at: now_ms(),
+            completion: None,
         })
         .await
         .unwrap();

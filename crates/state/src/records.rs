@@ -240,6 +240,8 @@ pub struct NewAttempt<'a> {
     /// (input name, artifact digest, URI for external inputs).
     pub inputs: &'a [(String, String, Option<String>)],
     pub resumed_from: Option<&'a str>,
+    /// The stage's fingerprint hash and canonical JSON, recorded on the stage row.
+    pub fingerprint: Option<(&'a str, &'a str)>,
 }
 
 pub struct AttemptFinish<'a> {
@@ -251,6 +253,8 @@ pub struct AttemptFinish<'a> {
     pub log: Option<(&'a str, u64)>,
     /// When the process ended (ms); the engine stores outputs after that.
     pub finished_at: i64,
+    /// For a successful attempt: the stage's outputs, committed in the same transaction.
+    pub completion: Option<&'a StageCompletion<'a>>,
 }
 
 pub struct CheckpointRecord {

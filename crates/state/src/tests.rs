@@ -1,0 +1,165 @@
+//! Tests of the state API against a real SQLite file.
+use super::*;
+
+async fn state() -> (tempfile::TempDir, State) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = State::open(dir.path().join("s.db").to_str().unwrap())
+        .await
+        .unwrap();
+    (dir, s)
+}
+
+/// Run `r1` with one pending stage and its first attempt started; returns the attempt id.
+async fn started_attempt(s: &State, stage: &str) -> String {
+    s.create_run(&run("r1")).await.unwrap();
+    s.upsert_stage(&StageUpdate {
+        run_id: "r1",
+        stage,
+        status: StageStatus::Pending,
+        fingerprint: None,
+        fingerprint_json: None,
+        cached_from_run: None,
+        error: None,
+    })
+    .await
+    .unwrap();
+    s.start_attempt(&NewAttempt {
+        run_id: "r1",
+        stage,
+        number: 1,
+        host: "h",
+        inputs: &[],
+        resumed_from: None,
+        fingerprint: None,
+    })
+    .await
+    .unwrap()
+}
+
+fn run(id: &str) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        workflow_name: "w".into(),
+        workflow_path: "w.toml".into(),
+        spec_json: "{}".into(),
+        store_url: "file:///tmp/x".into(),
+        status: RunStatus::Running,
+        created_at: now_ms(),
+        updated_at: now_ms(),
+        engine_host: Some("h".into()),
+        engine_pid: Some(1),
+        engine_heartbeat: None,
+    }
+}
+
+#[tokio::test]
+async fn stage_lifecycle_and_cache_lookup() {
+    let (_d, s) = state().await;
+    s.create_run(&run("r1")).await.unwrap();
+    s.upsert_stage(&StageUpdate {
+        run_id: "r1",
+        stage: "a",
+        status: StageStatus::Pending,
+        fingerprint: Some("fp1"),
+        fingerprint_json: Some("{}"),
+        cached_from_run: None,
+        error: None,
+    })
+    .await
+    .unwrap();
+    let inputs = vec![(
+        "raw".to_string(),
+        "sha256:ext".to_string(),
+        Some("file:///x".to_string()),
+    )];
+    let id = s
+        .start_attempt(&NewAttempt {
+            run_id: "r1",
+            stage: "a",
+            number: 1,
+            host: "h",
+            inputs: &inputs,
+            resumed_from: None,
+            fingerprint: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.find_cached("fp1").await.unwrap(), None);
+    let outputs = vec![OutputArtifact {
+        name: "out".into(),
+        digest: "sha256:o".into(),
+        size: 3,
+        files: 1,
+    }];
+    s.complete_stage(&StageCompletion {
+        run_id: "r1",
+        stage: "a",
+        status: StageStatus::Succeeded,
+        attempt_id: Some(&id),
+        cached_from_run: None,
+        outputs: &outputs,
+        fingerprint: None,
+    })
+    .await
+    .unwrap();
+    s.finish_attempt(&AttemptFinish {
+        attempt_id: &id,
+        status: AttemptStatus::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        log: None,
+        finished_at: now_ms(),
+        completion: None,
+    })
+    .await
+    .unwrap();
+    let (run_id, outs) = s.find_cached("fp1").await.unwrap().unwrap();
+    assert_eq!(run_id, "r1");
+    assert_eq!(outs, vec![("out".to_string(), "sha256:o".to_string())]);
+    let (producer, relation, name) = s.producer("sha256:o").await.unwrap().unwrap();
+    assert_eq!(
+        (producer.stage.as_str(), relation.as_str(), name.as_str()),
+        ("a", "output", "out")
+    );
+    let ins = s.attempt_inputs(&id).await.unwrap();
+    assert_eq!(
+        ins,
+        vec![("input".into(), "raw".into(), "sha256:ext".into())]
+    );
+    assert_eq!(s.stages("r1").await.unwrap()[0].attempts, 1);
+}
+
+#[tokio::test]
+async fn running_attempts_of_a_dead_engine_become_lost() {
+    let (_d, s) = state().await;
+    started_attempt(&s, "a").await;
+    assert_eq!(s.mark_lost("r1").await.unwrap(), 1);
+    assert_eq!(s.stages("r1").await.unwrap()[0].status, StageStatus::Lost);
+    assert_eq!(
+        s.attempts("r1").await.unwrap()[0].status,
+        AttemptStatus::Lost
+    );
+}
+
+#[tokio::test]
+async fn latest_checkpoint_is_the_highest_step() {
+    let (_d, s) = state().await;
+    let id = started_attempt(&s, "t").await;
+    for step in [5u64, 10] {
+        s.record_checkpoint(&CheckpointRecord {
+            run_id: "r1".into(),
+            stage: "t".into(),
+            attempt_id: id.clone(),
+            step,
+            digest: format!("sha256:c{step}"),
+            size: 1,
+            files: 1,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.latest_checkpoint("r1", "t").await.unwrap(),
+        Some(("sha256:c10".into(), 10))
+    );
+}

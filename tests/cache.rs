@@ -104,3 +104,40 @@ fn a_deleted_artifact_is_not_reused() {
         "same inputs, same artifact"
     );
 }
+
+#[test]
+fn an_external_input_is_rehashed_only_when_it_changes() {
+    let sb = Sandbox::new();
+    let data = sb.write("data.txt", "hallo welt\n");
+    let age = |secs: u64| {
+        let f = std::fs::File::options().write(true).open(&data).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs))
+            .unwrap();
+    };
+    age(600);
+    sb.write(
+        "ext.toml",
+        format!(
+            "[workflow]\nname = \"ext\"\n[stages.copy]\nplugin = \"shell\"\ninputs = {{ raw = \"file://{}\" }}\n\
+             params = {{ run = \"cp $LEO_INPUT_RAW $LEO_OUTPUT_OUT/\", outputs = [\"out\"] }}\n",
+            data.display()
+        ),
+    );
+    sb.leo_ok(&["run", "ext.toml"]);
+    let first = sb.status(None);
+    sb.leo_ok(&["run", "ext.toml"]);
+    assert_eq!(stage(&sb.status(None), "copy")["status"], "cached");
+
+    // Same size, new content, another (old) modification time: the stage must run again.
+    sb.write("data.txt", "hallo mond\n");
+    age(300);
+    let plan = sb.leo_ok(&["plan", "ext.toml"]);
+    assert!(plan.contains("changed inputs.raw"), "{plan}");
+    sb.leo_ok(&["run", "ext.toml"]);
+    let third = sb.status(None);
+    assert_eq!(stage(&third, "copy")["status"], "succeeded");
+    assert_ne!(
+        stage(&third, "copy")["outputs"],
+        stage(&first, "copy")["outputs"]
+    );
+}

@@ -35,13 +35,21 @@ pub(crate) struct ResolvedInput {
     pub external: Option<(String, PathBuf)>,
 }
 
-/// Digests of external inputs, computed once per process.
-#[derive(Default)]
+/// Digests of external inputs: computed once per process, and reused across runs while the
+/// files' stat signature is unchanged (raw corpora are large; hashing them every run is not).
 pub(crate) struct Externals {
     digests: HashMap<String, (String, PathBuf)>,
+    state: State,
 }
 
 impl Externals {
+    pub fn new(state: &State) -> Externals {
+        Externals {
+            digests: HashMap::new(),
+            state: state.clone(),
+        }
+    }
+
     pub async fn digest(&mut self, uri: &str) -> Result<(String, PathBuf)> {
         if let Some(d) = self.digests.get(uri) {
             return Ok(d.clone());
@@ -51,9 +59,26 @@ impl Externals {
         };
         let path = PathBuf::from(percent_decode(path));
         let p = path.clone();
-        let (digest, _) = tokio::task::spawn_blocking(move || leo_store::digest_path(&p))
+        let signature = tokio::task::spawn_blocking(move || leo_store::stat_signature(&p))
             .await?
             .with_context(|| format!("reading input {uri}"))?;
+        let known = match &signature {
+            Some(sig) => self.state.external_digest(uri, sig).await?,
+            None => None,
+        };
+        let digest = match known {
+            Some(d) => d,
+            None => {
+                let p = path.clone();
+                let (digest, _) = tokio::task::spawn_blocking(move || leo_store::digest_path(&p))
+                    .await?
+                    .with_context(|| format!("reading input {uri}"))?;
+                if let Some(sig) = &signature {
+                    self.state.record_external_digest(uri, sig, &digest).await?;
+                }
+                digest
+            }
+        };
         self.digests
             .insert(uri.to_string(), (digest.clone(), path.clone()));
         Ok((digest, path))
@@ -338,7 +363,7 @@ pub(crate) async fn execute(
         done,
         fingerprints: HashMap::new(),
         inputs: HashMap::new(),
-        externals: Externals::default(),
+        externals: Externals::new(state),
         pool: Pool::new(&opts.machine),
         failures: vec![0; n],
         started: vec![None; n],

@@ -593,6 +593,39 @@ impl State {
             .collect()
     }
 
+    // ---- external inputs ----------------------------------------------------------------
+
+    /// The digest recorded for an external input whose stat signature is still `signature`.
+    pub async fn external_digest(&self, uri: &str, signature: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT digest FROM external_digests WHERE uri = $1 AND signature = $2")
+                .bind(uri)
+                .bind(signature)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| Ok(r.try_get("digest")?)).transpose()
+    }
+
+    pub async fn record_external_digest(
+        &self,
+        uri: &str,
+        signature: &str,
+        digest: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO external_digests (uri, signature, digest, checked_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (uri) DO UPDATE SET signature = excluded.signature, digest = excluded.digest,
+                                             checked_at = excluded.checked_at",
+        )
+        .bind(uri)
+        .bind(signature)
+        .bind(digest)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     // ---- lineage ------------------------------------------------------------------------
 
     /// The attempt that produced an artifact (as output or checkpoint), if any.

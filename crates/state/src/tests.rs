@@ -163,3 +163,30 @@ async fn latest_checkpoint_is_the_highest_step() {
         Some(("sha256:c10".into(), 10))
     );
 }
+
+#[tokio::test]
+async fn external_digests_are_reused_only_for_the_same_signature() {
+    let (_d, s) = state().await;
+    s.record_external_digest("file:///x", "sig1", "sha256:aa")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.external_digest("file:///x", "sig1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("sha256:aa")
+    );
+    assert_eq!(s.external_digest("file:///x", "sig2").await.unwrap(), None);
+    s.record_external_digest("file:///x", "sig2", "sha256:bb")
+        .await
+        .unwrap();
+    assert_eq!(s.external_digest("file:///x", "sig1").await.unwrap(), None);
+    assert_eq!(
+        s.external_digest("file:///x", "sig2")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("sha256:bb")
+    );
+}

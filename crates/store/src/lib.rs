@@ -19,7 +19,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use tokio::io::AsyncWriteExt;
 
-pub use manifest::{digest_path, FileEntry, Manifest};
+pub use manifest::{digest_path, stat_signature, FileEntry, Manifest};
 
 /// Files larger than this are uploaded in parts instead of being read into memory whole.
 const MULTIPART_THRESHOLD: u64 = 32 << 20;

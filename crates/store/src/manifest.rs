@@ -81,6 +81,34 @@ pub fn digest_path(path: &Path) -> Result<(String, Manifest)> {
     Ok((manifest.digest(), manifest))
 }
 
+/// What `stat` says about a file or folder: a hash over every file's relative path, size,
+/// modification time and inode. Equal signatures mean the content is (almost certainly) the
+/// same, so its digest need not be recomputed. `None` when a file changed within the last two
+/// seconds: a write in the same timestamp tick could go unnoticed ("racy" files, as in git).
+pub fn stat_signature(path: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut hasher = Sha256::new();
+    for (rel, abs) in list_files(path)? {
+        let m = std::fs::metadata(&abs).with_context(|| format!("reading {}", abs.display()))?;
+        if m.mtime() >= now - 2 {
+            return Ok(None);
+        }
+        hasher.update(format!(
+            "{rel}\0{}\0{}.{}\0{}:{}\n",
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.dev(),
+            m.ino()
+        ));
+    }
+    Ok(Some(hex::encode(hasher.finalize())))
+}
+
 /// Files under `path` (or `path` itself) as (relative name, absolute path), sorted.
 pub(crate) fn list_files(path: &Path) -> Result<Vec<(String, PathBuf)>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;

@@ -22,7 +22,7 @@ params = { run = "echo hanging; exec sleep 600" }
 
 [stages.healthy]
 plugin = "shell"
-params = { run = "echo fine > $LEO_OUTPUT_OUT/x", outputs = ["out"] }
+params = { run = "echo fine > $LEO_OUTPUT_OUT/x; echo '{\"event\": \"log\", \"level\": \"warn\", \"message\": \"careful\"}'", outputs = ["out"] }
 
 [stages.after-crash]
 plugin = "shell"
@@ -71,6 +71,11 @@ params = { run = "cat $LEO_INPUT_X/x" }
     assert_eq!(log, "hanging\n");
     let log = sb.leo_ok(&["logs", run, "after-healthy"]);
     assert_eq!(log, "fine\n");
+    // `log` events read as text; other protocol events stay out of the way unless --raw.
+    let log = sb.leo_ok(&["logs", run, "healthy"]);
+    assert_eq!(log, "[warn] careful\n");
+    let raw = sb.leo_ok(&["logs", run, "healthy", "--raw"]);
+    assert!(raw.contains(r#""event":"output""#), "{raw}");
 }
 
 #[test]

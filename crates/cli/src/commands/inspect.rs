@@ -217,10 +217,15 @@ pub async fn logs(
     if raw {
         out.write_all(&bytes)?;
     } else {
-        // Protocol events are recorded in the state; the log shows what the stage printed.
+        // Protocol events are recorded in the state; the log shows what the stage printed,
+        // with its `log` events as text.
         for line in bytes.split_inclusive(|b| *b == b'\n') {
-            if leo_plugin::Event::parse_line(&String::from_utf8_lossy(line)).is_none() {
-                out.write_all(line)?;
+            match leo_plugin::Event::parse_line(&String::from_utf8_lossy(line)) {
+                None => out.write_all(line)?,
+                Some(leo_plugin::Event::Log { level, message }) => {
+                    writeln!(out, "[{level}] {message}")?
+                }
+                Some(_) => {}
             }
         }
     }

@@ -1,0 +1,391 @@
+//! One attempt of one stage: a child process speaking the worker protocol.
+//!
+//! The attempt gets its own working folder and process group. Its stdout and stderr go to a
+//! log file that is stored as an artifact when it ends; stdout lines that are events are
+//! recorded and forwarded. Timeouts and cancellation send SIGTERM to the group, then SIGKILL
+//! after the grace period.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use leo_plugin::{Event, InputArtifact, Invocation, ResumeFrom, PROTOCOL_VERSION};
+use leo_state::{
+    AttemptFinish, AttemptStatus, NewAttempt, OutputArtifact, StageCompletion, StageStatus, State,
+};
+use leo_store::ArtifactStore;
+use tokio::sync::watch;
+
+use crate::check::Checked;
+use crate::observer::{EngineEvent, Observer};
+use crate::scheduler::ResolvedInput;
+
+mod supervise;
+
+pub use supervise::kill_all_attempts;
+use supervise::supervise;
+
+/// Lines of stderr kept to explain a failure.
+const ERROR_TAIL_LINES: usize = 8;
+
+pub(crate) struct AttemptSpec {
+    pub run_id: String,
+    pub stage: String,
+    pub number: u32,
+    /// The stage's fingerprint hash and canonical JSON (recorded when the attempt starts).
+    pub fingerprint: (String, String),
+    pub checked: Arc<Checked>,
+    pub inputs: Vec<ResolvedInput>,
+    /// Latest checkpoint of this stage in this run: (digest, step).
+    pub resume_from: Option<(String, u64)>,
+    pub gpus: Vec<String>,
+    pub state: State,
+    pub store: ArtifactStore,
+    pub observer: Arc<dyn Observer>,
+    pub work_dir: PathBuf,
+    /// Per-run folder of shared, read-only materialised inputs.
+    pub shared_dir: PathBuf,
+    pub grace: Duration,
+    pub cancel: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+pub(crate) enum AttemptOutcome {
+    Succeeded { outputs: Vec<OutputArtifact> },
+    Failed { error: String },
+    Cancelled,
+}
+
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs a callback once: when [`OnExit::fire`] is called or, at the latest, when dropped.
+pub(crate) struct OnExit(Option<Box<dyn FnOnce() + Send>>);
+
+impl OnExit {
+    pub fn new(f: impl FnOnce() + Send + 'static) -> OnExit {
+        OnExit(Some(Box::new(f)))
+    }
+
+    pub fn fire(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        self.fire();
+    }
+}
+
+/// Runs one attempt; `process_gone` fires as soon as the worker process has exited.
+pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<AttemptOutcome> {
+    let stage_spec = &spec.checked.workflow.stages[&spec.stage];
+    let plugin = &spec.checked.plugins[&spec.stage];
+    let work = &spec.work_dir;
+    if work.exists() {
+        std::fs::remove_dir_all(work).with_context(|| format!("clearing {}", work.display()))?;
+    }
+    // Outputs go beside invocation.json and log.txt (output names have no dots, so they cannot
+    // clash). The checkpoint folder is created by the plugin when it first writes one.
+    let output_dir = work.clone();
+    let checkpoint_dir = work.join("checkpoints");
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+
+    // Inputs: stage outputs are materialised once per run (hard links into a local store) and
+    // shared read-only; external files are used in place.
+    let mut inputs = BTreeMap::new();
+    for input in &spec.inputs {
+        let path = match &input.external {
+            Some((_, path)) => path.clone(),
+            None => spec
+                .store
+                .materialise_shared(&input.digest, &spec.shared_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "stage {}: materialising input `{}` ({})",
+                        spec.stage, input.name, input.digest
+                    )
+                })?,
+        };
+        inputs.insert(
+            input.name.clone(),
+            InputArtifact {
+                digest: input.digest.clone(),
+                path,
+            },
+        );
+    }
+    let resume_from = match &spec.resume_from {
+        Some((digest, step)) => {
+            let path = spec
+                .store
+                .materialise_shared(digest, &spec.shared_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "stage {}: materialising checkpoint {digest} (step {step})",
+                        spec.stage
+                    )
+                })?;
+            Some(ResumeFrom {
+                digest: digest.clone(),
+                step: *step,
+                path,
+            })
+        }
+        None => None,
+    };
+
+    let invocation = Invocation {
+        protocol: PROTOCOL_VERSION,
+        run_id: spec.run_id.clone(),
+        stage: spec.stage.clone(),
+        attempt: spec.number,
+        plugin: plugin.name.clone(),
+        params: stage_spec.params.clone(),
+        inputs,
+        outputs: plugin.outputs.clone(),
+        output_dir: output_dir.clone(),
+        checkpoint_dir: checkpoint_dir.clone(),
+        resume_from: resume_from.clone(),
+        work_dir: work.clone(),
+        rank: 0,
+        world_size: 1,
+        rendezvous: None,
+    };
+    let invocation_path = work.join("invocation.json");
+    std::fs::write(&invocation_path, serde_json::to_vec_pretty(&invocation)?)
+        .with_context(|| format!("writing {}", invocation_path.display()))?;
+
+    let input_edges: Vec<(String, String, Option<String>)> = spec
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                i.digest.clone(),
+                i.external.as_ref().map(|(uri, _)| uri.clone()),
+            )
+        })
+        .collect();
+    let host = crate::hostname();
+    let attempt_id = spec
+        .state
+        .start_attempt(&NewAttempt {
+            run_id: &spec.run_id,
+            stage: &spec.stage,
+            number: spec.number,
+            host: &host,
+            inputs: &input_edges,
+            resumed_from: spec.resume_from.as_ref().map(|(d, _)| d.as_str()),
+            fingerprint: Some((&spec.fingerprint.0, &spec.fingerprint.1)),
+        })
+        .await?;
+    spec.observer.on(EngineEvent::StageStarted {
+        stage: spec.stage.clone(),
+        attempt: spec.number,
+        resumed_from_step: spec.resume_from.as_ref().map(|(_, s)| *s),
+    });
+
+    let log_path = work.join("log.txt");
+    let result = supervise(
+        &spec,
+        &attempt_id,
+        &invocation_path,
+        &log_path,
+        stage_spec.timeout,
+    )
+    .await;
+    let ended_at = leo_state::now_ms();
+    process_gone.fire();
+    let log = store_log(&spec.store, &log_path).await;
+
+    let (status, exit_code, error, outcome) = match result {
+        Ok((Exit::Code(0), reported)) => {
+            match collect_outputs(&spec, &plugin.outputs, &output_dir, reported).await {
+                Ok(outputs) => (
+                    AttemptStatus::Succeeded,
+                    Some(0),
+                    None,
+                    AttemptOutcome::Succeeded { outputs },
+                ),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    (
+                        AttemptStatus::Failed,
+                        Some(0),
+                        Some(msg.clone()),
+                        AttemptOutcome::Failed { error: msg },
+                    )
+                }
+            }
+        }
+        Ok((Exit::Code(code), _)) => {
+            let msg = failure_message(&format!("exited with code {code}"), &log_path);
+            (
+                AttemptStatus::Failed,
+                Some(code),
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok((Exit::Signal(sig), _)) => {
+            let msg = failure_message(&format!("killed by signal {sig}"), &log_path);
+            (
+                AttemptStatus::Failed,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok((Exit::TimedOut, _)) => {
+            let msg = format!(
+                "timed out after {}",
+                humanize(stage_spec.timeout.unwrap_or_default())
+            );
+            (
+                AttemptStatus::TimedOut,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok((Exit::Cancelled, _)) => (
+            AttemptStatus::Cancelled,
+            None,
+            Some("cancelled".to_string()),
+            AttemptOutcome::Cancelled,
+        ),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            (
+                AttemptStatus::Failed,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+    };
+    let log_ref = log.as_ref().ok().map(|(d, s)| (d.as_str(), *s));
+    if let Err(e) = &log {
+        tracing::warn!("stage {}: storing the log failed: {e:#}", spec.stage);
+    }
+    // A success commits the attempt and the stage's outputs in one transaction.
+    let completion = match &outcome {
+        AttemptOutcome::Succeeded { outputs } => Some(StageCompletion {
+            run_id: &spec.run_id,
+            stage: &spec.stage,
+            status: StageStatus::Succeeded,
+            attempt_id: Some(&attempt_id),
+            cached_from_run: None,
+            outputs,
+            fingerprint: None,
+        }),
+        _ => None,
+    };
+    spec.state
+        .finish_attempt(&AttemptFinish {
+            attempt_id: &attempt_id,
+            status,
+            exit_code,
+            error: error.as_deref(),
+            log: log_ref,
+            finished_at: ended_at,
+            completion: completion.as_ref(),
+        })
+        .await?;
+    Ok(outcome)
+}
+
+/// Stores every declared output. A missing `output` event is tolerated when `out/NAME` exists.
+async fn collect_outputs(
+    spec: &AttemptSpec,
+    declared: &[String],
+    output_dir: &Path,
+    reported: BTreeMap<String, PathBuf>,
+) -> Result<Vec<OutputArtifact>> {
+    for name in reported.keys() {
+        if !declared.contains(name) {
+            bail!(
+                "stage {}: the plugin reported output `{name}`, which it did not declare",
+                spec.stage
+            );
+        }
+    }
+    let mut outputs = Vec::new();
+    for name in declared {
+        let path = match reported.get(name) {
+            Some(p) => p.clone(),
+            None => {
+                let p = output_dir.join(name);
+                if !p.exists() {
+                    bail!(
+                        "stage {}: the plugin finished without producing output `{name}`",
+                        spec.stage
+                    );
+                }
+                p
+            }
+        };
+        let (digest, manifest) = spec
+            .store
+            .put_path_final(&path, &spec.work_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "stage {}: storing output `{name}` from {}",
+                    spec.stage,
+                    path.display()
+                )
+            })?;
+        outputs.push(OutputArtifact {
+            name: name.clone(),
+            digest,
+            size: manifest.total_size(),
+            files: manifest.files.len() as u64,
+        });
+    }
+    Ok(outputs)
+}
+
+async fn store_log(store: &ArtifactStore, log_path: &Path) -> Result<(String, u64)> {
+    let owned = log_path.parent().unwrap_or(log_path);
+    let (digest, manifest) = store.put_path_final(log_path, owned).await?;
+    Ok((digest, manifest.total_size()))
+}
+
+/// The reason plus the last lines of the log, so `leo status` explains a failure.
+fn failure_message(reason: &str, log_path: &Path) -> String {
+    let text = std::fs::read_to_string(log_path).unwrap_or_default();
+    let tail: Vec<&str> = text
+        .lines()
+        .filter(|l| Event::parse_line(l).is_none() && !l.trim().is_empty())
+        .collect();
+    let start = tail.len().saturating_sub(ERROR_TAIL_LINES);
+    if tail.is_empty() {
+        reason.to_string()
+    } else {
+        format!("{reason}: {}", tail[start..].join(" | "))
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

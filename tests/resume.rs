@@ -96,6 +96,7 @@ fn resume_refuses_a_run_whose_engine_is_alive_and_unknown_runs() {
     let started = sb.path().join("b-started");
     wait_until("stage b to start", WAIT, || started.exists());
     let run = sb.latest_run();
+    assert_eq!(sb.status(Some(&run))["run"]["engine_gone"], false);
     let out = sb.leo(&["resume", &run]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -19,7 +19,7 @@ pub use fingerprint::{diff_fields, Fingerprint};
 pub use observer::{EngineEvent, Observer, Silent};
 pub use plan::{plan, PlanEntry, PlanStatus};
 pub use resources::Machine;
-pub use run::{resume_run, start_run, EngineOptions, RunOutcome};
+pub use run::{engine_is_gone, resume_run, start_run, EngineOptions, RunOutcome};
 
 /// The working folder of one attempt: `WORK_ROOT/RUN/STAGE.N` (stage names have no dots).
 pub fn attempt_dir(

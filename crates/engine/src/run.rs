@@ -188,6 +188,18 @@ fn kill_stale_group(pgid: i32, run_id: &str) {
     }
 }
 
+/// Whether the engine recorded as running `run` is gone (so the run needs `leo resume`).
+/// Only answerable on the engine's host; elsewhere a heartbeat older than `stale` counts.
+pub fn engine_is_gone(run: &RunRecord, stale: Duration) -> bool {
+    if run.status != RunStatus::Running {
+        return false;
+    }
+    match (&run.engine_host, run.engine_pid) {
+        (Some(host), Some(pid)) if *host == crate::hostname() => !process_is_leo(pid),
+        _ => leo_state::now_ms() - run.engine_heartbeat.unwrap_or(0) > stale.as_millis() as i64,
+    }
+}
+
 fn process_is_leo(pid: i64) -> bool {
     let Ok(pid32) = i32::try_from(pid) else {
         return false;

@@ -46,15 +46,27 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
             v["checkpoints"] = serde_json::Value::Array(checkpoints);
             out.push(v);
         }
-        let v = serde_json::json!({ "run": run, "stages": out });
+        let mut v = serde_json::json!({ "run": run, "stages": out });
+        v["run"]["engine_gone"] = serde_json::Value::Bool(leo_engine::engine_is_gone(
+            &run,
+            std::time::Duration::from_secs(10),
+        ));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let status = if leo_engine::engine_is_gone(&run, std::time::Duration::from_secs(10)) {
+        format!(
+            "{} (its engine is gone: finish it with `leo resume {}`)",
+            run.status, run.id
+        )
+    } else {
+        run.status.to_string()
+    };
     println!(
         "run {}  workflow {}  {}  started {}  ({})",
         run.id,
         run.workflow_name,
-        run.status,
+        status,
         format_time(run.created_at),
         run.workflow_path
     );

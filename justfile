@@ -19,8 +19,15 @@ demo: build
     {{leo}} status
     {{leo}} logs latest report
 
-# Run every test (unit tests and end-to-end tests of the binary)
+# Set up libtorch (a Python venv with torch 2.11.0 and the conformance peers); idempotent
+torch:
+    tools/torch-env.sh > /dev/null
+
+# Run every test (unit tests, end-to-end tests of the binary, conformance against transformers)
 test:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(tools/torch-env.sh)"
     cargo build --locked --workspace --all-targets
     cargo test --locked --workspace
 
@@ -41,6 +48,9 @@ bench name:
 
 # Formatting and clippy, warnings as errors
 lint:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(tools/torch-env.sh)"
     cargo fmt --all -- --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
 

@@ -1,0 +1,19 @@
+//! Llama on libtorch, numerically as Hugging Face `transformers` defines it.
+//!
+//! - [`Config`] deserialises from an HF `config.json` (both the Llama-2 era `rope_scaling` form
+//!   and transformers 5's `rope_parameters`).
+//! - [`Llama`] loads `model.safetensors` or sharded `model-*.safetensors` + index, memory-mapped.
+//! - [`Llama::forward`] with an optional [`KvCache`]; [`Llama::generate`] and
+//!   [`Llama::loglikelihood`] are the inference API the eval and serving stages use.
+//!
+//! This crate links libtorch; the engine crates never depend on it.
+
+mod config;
+mod generate;
+mod model;
+mod weights;
+
+pub use config::{Config, RopeScaling};
+pub use generate::GenerateOptions;
+pub use model::{KvCache, Llama};
+pub use tch;

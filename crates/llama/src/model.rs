@@ -1,0 +1,267 @@
+//! The Llama architecture (Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat
+//! Models"), as `transformers`' `modeling_llama.py` computes it: RMSNorm (Zhang & Sennrich 2019),
+//! rotary position embeddings in the rotate-half layout (Su et al. 2021) with optional linear
+//! position interpolation, grouped-query attention (Ainslie et al. 2023), SwiGLU MLP (Shazeer
+//! 2020), untied input and output embeddings.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use memmap2::Mmap;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::Config;
+use crate::weights::Weights;
+
+struct Layer {
+    input_norm: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    post_norm: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+/// A loaded Llama model.
+pub struct Llama {
+    pub config: Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    /// Rotary frequencies, already divided by the linear scaling factor.
+    inv_freq: Tensor,
+    device: Device,
+    /// Weights may point into these memory maps.
+    _maps: Vec<Mmap>,
+}
+
+/// Keys and values of the positions seen so far, per layer, for incremental decoding.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: i64,
+}
+
+impl KvCache {
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Positions already in the cache.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Llama {
+    /// Loads `config.json` and the safetensors weights from an HF checkpoint folder.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Llama> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let mut w = Weights::load(dir, device, kind)?;
+        let mut layers = Vec::new();
+        for l in 0..config.num_hidden_layers {
+            let mut t = |name: &str| w.take(&format!("model.layers.{l}.{name}"));
+            layers.push(Layer {
+                input_norm: t("input_layernorm.weight")?,
+                q: t("self_attn.q_proj.weight")?,
+                k: t("self_attn.k_proj.weight")?,
+                v: t("self_attn.v_proj.weight")?,
+                o: t("self_attn.o_proj.weight")?,
+                post_norm: t("post_attention_layernorm.weight")?,
+                gate: t("mlp.gate_proj.weight")?,
+                up: t("mlp.up_proj.weight")?,
+                down: t("mlp.down_proj.weight")?,
+            });
+        }
+        let embed = w.take("model.embed_tokens.weight")?;
+        let norm = w.take("model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings && w.get("lm_head.weight").is_none() {
+            embed.shallow_clone()
+        } else {
+            w.take("lm_head.weight")?
+        };
+        if embed.size() != [config.vocab_size, config.hidden_size] {
+            bail!(
+                "embed_tokens has shape {:?}, config says [{}, {}]",
+                embed.size(),
+                config.vocab_size,
+                config.hidden_size
+            );
+        }
+        let hd = config.head_dim;
+        let inv_freq = Tensor::arange_start_step(0, hd, 2, (Kind::Float, Device::Cpu))
+            .to_kind(Kind::Double)
+            / hd as f64;
+        let inv_freq = Tensor::from(config.rope_theta).pow(&inv_freq).reciprocal();
+        let inv_freq = match config.rope_scaling {
+            Some(s) => inv_freq / s.factor,
+            None => inv_freq,
+        };
+        Ok(Llama {
+            inv_freq: inv_freq.to_kind(Kind::Float).to_device(device),
+            config,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            device,
+            _maps: w.into_maps(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`. With a cache, the ids
+    /// continue the cached positions and the cache grows by `seq`.
+    pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        self.hidden(ids, cache)
+            .linear::<Tensor>(&self.lm_head, None)
+    }
+
+    /// Final hidden states (after the last norm), before the output projection: scoring code
+    /// projects only the positions it needs.
+    // `x = x + a` on purpose: `+=` on a tch tensor is an in-place op, which autograd (training
+    // reuses this code) must not see.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        let cfg = &self.config;
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false);
+        let kind = x.kind();
+
+        let pos = Tensor::arange_start(offset, offset + t, (Kind::Float, self.device));
+        let freqs = pos.unsqueeze(1) * self.inv_freq.unsqueeze(0);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        let (cos, sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
+
+        // Causal masking: implicit when the query block starts at 0; with cached positions before
+        // it, each query sees the whole cache plus the block up to itself.
+        let mask = (offset > 0 && t > 1).then(|| {
+            let q =
+                Tensor::arange_start(offset, offset + t, (Kind::Int64, self.device)).unsqueeze(1);
+            let k = Tensor::arange(offset + t, (Kind::Int64, self.device)).unsqueeze(0);
+            k.le_tensor(&q)
+        });
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &layer.input_norm, cfg.rms_norm_eps);
+            let q = h
+                .linear::<Tensor>(&layer.q, None)
+                .view([b, t, nh, hd])
+                .transpose(1, 2);
+            let k = h
+                .linear::<Tensor>(&layer.k, None)
+                .view([b, t, nkv, hd])
+                .transpose(1, 2);
+            let v = h
+                .linear::<Tensor>(&layer.v, None)
+                .view([b, t, nkv, hd])
+                .transpose(1, 2);
+            let q = &q * &cos + rotate_half(&q) * &sin;
+            let mut k = &k * &cos + rotate_half(&k) * &sin;
+            let mut v = v;
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = c.layers.get(i) {
+                    k = Tensor::cat(&[pk, &k], 2);
+                    v = Tensor::cat(&[pv, &v], 2);
+                }
+                if c.layers.len() > i {
+                    c.layers[i] = (k.shallow_clone(), v.shallow_clone());
+                } else {
+                    c.layers.push((k.shallow_clone(), v.shallow_clone()));
+                }
+            }
+            let causal = offset == 0 && t > 1;
+            let a = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.0,
+                causal,
+                None,
+                nkv != nh,
+            );
+            let a = a
+                .transpose(1, 2)
+                .reshape([b, t, nh * hd])
+                .linear::<Tensor>(&layer.o, None);
+            x = x + a;
+            let h = rms_norm(&x, &layer.post_norm, cfg.rms_norm_eps);
+            let m =
+                h.linear::<Tensor>(&layer.gate, None).silu() * h.linear::<Tensor>(&layer.up, None);
+            x = x + m.linear::<Tensor>(&layer.down, None);
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        rms_norm(&x, &self.norm, cfg.rms_norm_eps)
+    }
+
+    /// Projects hidden states to logits.
+    pub fn project(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear::<Tensor>(&self.lm_head, None)
+    }
+
+    pub(crate) fn ids_tensor(&self, ids: &[i64]) -> Result<Tensor> {
+        if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i >= self.config.vocab_size) {
+            bail!(
+                "token id {bad} is outside the vocabulary (0..{})",
+                self.config.vocab_size
+            );
+        }
+        Ok(Tensor::from_slice(ids).to_device(self.device).unsqueeze(0))
+    }
+}
+
+/// RMSNorm in f32, as transformers computes it, then back to the input's dtype.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let kind = x.kind();
+    let xf = x.to_kind(Kind::Float);
+    let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    let normed = (xf * (var + eps).rsqrt()).to_kind(kind);
+    weight * normed
+}
+
+/// `[x1, x2] -> [-x2, x1]` over the last dimension (HF's rotate-half RoPE layout).
+fn rotate_half(x: &Tensor) -> Tensor {
+    let last = x.dim() as i64 - 1;
+    let h = x.size()[last as usize] / 2;
+    Tensor::cat(&[-x.narrow(last, h, h), x.narrow(last, 0, h)], last)
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama")
+            .field("config", &self.config)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+pub(crate) fn check_len(cfg: &Config, len: i64) -> Result<()> {
+    if len > cfg.max_position_embeddings {
+        bail!(
+            "a sequence of {len} tokens is longer than the model's context ({})",
+            cfg.max_position_embeddings
+        );
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! - [`Config`] deserialises from an HF `config.json` (both the Llama-2 era `rope_scaling` form
 //!   and transformers 5's `rope_parameters`).
 //! - [`Llama`] loads `model.safetensors` or sharded `model-*.safetensors` + index, memory-mapped.
+//! - [`Llama::save`] writes the same layout back (shards, index, `{"format": "pt"}`).
 //! - [`Llama::forward`] with an optional [`KvCache`]; [`Llama::generate`] and
 //!   [`Llama::loglikelihood`] are the inference API the eval and serving stages use.
 //!
@@ -11,6 +12,7 @@
 mod config;
 mod generate;
 mod model;
+mod save;
 mod weights;
 
 pub use config::{Config, RopeScaling};

@@ -215,6 +215,41 @@ impl Llama {
         rms_norm(&x, &self.norm, cfg.rms_norm_eps)
     }
 
+    /// Every weight under its HF name (shallow clones: no copy).
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            (
+                "model.embed_tokens.weight".to_string(),
+                self.embed.shallow_clone(),
+            ),
+            ("model.norm.weight".to_string(), self.norm.shallow_clone()),
+        ];
+        if !self.config.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.shallow_clone()));
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (name, t) in [
+                ("input_layernorm.weight", &layer.input_norm),
+                ("self_attn.q_proj.weight", &layer.q),
+                ("self_attn.k_proj.weight", &layer.k),
+                ("self_attn.v_proj.weight", &layer.v),
+                ("self_attn.o_proj.weight", &layer.o),
+                ("post_attention_layernorm.weight", &layer.post_norm),
+                ("mlp.gate_proj.weight", &layer.gate),
+                ("mlp.up_proj.weight", &layer.up),
+                ("mlp.down_proj.weight", &layer.down),
+            ] {
+                out.push((format!("model.layers.{l}.{name}"), t.shallow_clone()));
+            }
+        }
+        out
+    }
+
+    /// The dtype of the weights.
+    pub fn kind(&self) -> Kind {
+        self.embed.kind()
+    }
+
     /// Projects hidden states to logits.
     pub fn project(&self, hidden: &Tensor) -> Tensor {
         hidden.linear::<Tensor>(&self.lm_head, None)

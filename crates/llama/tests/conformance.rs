@@ -177,3 +177,42 @@ fn inputs_beyond_the_context_or_vocabulary_are_errors() {
         )
         .is_err());
 }
+
+#[test]
+fn transformers_loads_what_leo_writes() {
+    let (dir, r) = reference();
+    let model = load("model");
+    let out = tempfile::tempdir().expect("temp dir");
+    let saved = out.path().join("saved");
+    model.save(&saved, 40_000).expect("save");
+    let shards: Vec<_> = std::fs::read_dir(&saved)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+        .collect();
+    assert!(
+        shards.len() > 1,
+        "expected several shards, got {}",
+        shards.len()
+    );
+    let prompt = ids(&r["prompts"][2]);
+    let python = std::env::var_os("LEO_TORCH_PYTHON").expect("LEO_TORCH_PYTHON");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_saved.py");
+    let run = std::process::Command::new(python)
+        .arg(&script)
+        .arg(&saved)
+        .arg(serde_json::to_string(&prompt).unwrap())
+        .output()
+        .expect("run check_saved.py");
+    assert!(
+        run.status.success(),
+        "transformers could not load leo's checkpoint: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let got: Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert!(max_abs(&tensor2(&got["logits"]), &tensor2(&r["logits"][2])) < TOLERANCE);
+    // And leo reads its own output back to the same model.
+    let again = Llama::load(&saved, Device::Cpu, Kind::Float).expect("reload");
+    assert_eq!(again.config, model.config);
+    let _ = dir;
+}

@@ -13,9 +13,11 @@ mod config;
 mod generate;
 mod model;
 mod save;
+mod tokenizer;
 mod weights;
 
 pub use config::{Config, RopeScaling};
 pub use generate::GenerateOptions;
 pub use model::{KvCache, Llama};
 pub use tch;
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,51 @@
+//! Tokenizers through the HF `tokenizers` crate (`tokenizer.json`), as the Python library
+//! encodes them.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl Tokenizer {
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("loading tokenizer {}", path.display()))?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// Token ids of `text`; `add_special_tokens` applies the post-processor (Llama: BOS first).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| anyhow!("encoding: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes many texts in parallel.
+    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool) -> Result<Vec<Vec<u32>>> {
+        let encs = self
+            .inner
+            .encode_batch(texts.to_vec(), add_special_tokens)
+            .map_err(|e| anyhow!("encoding: {e}"))?;
+        Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| anyhow!("decoding: {e}"))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

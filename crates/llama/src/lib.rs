@@ -20,4 +20,4 @@ pub use config::{Config, RopeScaling};
 pub use generate::GenerateOptions;
 pub use model::{KvCache, Llama};
 pub use tch;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{Tokenizer, CHATML};

@@ -245,6 +245,36 @@ impl Llama {
         out
     }
 
+    /// Grows the vocabulary to `vocab_size` (after adding tokens such as ChatML's). New rows of
+    /// the input and output embeddings start at the mean of the existing rows, so new tokens
+    /// begin as an "average" token instead of noise (Hewitt 2021, "Initializing new word
+    /// embeddings for pretrained language models"). Existing rows are unchanged.
+    pub fn resize_token_embeddings(&mut self, vocab_size: i64) -> Result<()> {
+        let old = self.config.vocab_size;
+        if vocab_size < old {
+            bail!("cannot shrink the vocabulary from {old} to {vocab_size}");
+        }
+        if vocab_size == old {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let grow = |w: &Tensor| {
+            let mean = w.mean_dim(0, true, w.kind());
+            Tensor::cat(
+                &[w, &mean.expand([vocab_size - old, w.size()[1]], false)],
+                0,
+            )
+        };
+        self.embed = grow(&self.embed);
+        self.lm_head = if self.config.tie_word_embeddings {
+            self.embed.shallow_clone()
+        } else {
+            grow(&self.lm_head)
+        };
+        self.config.vocab_size = vocab_size;
+        Ok(())
+    }
+
     /// The dtype of the weights.
     pub fn kind(&self) -> Kind {
         self.embed.kind()

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 
+/// ChatML's turn delimiters.
+pub const CHATML: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }
@@ -39,6 +42,24 @@ impl Tokenizer {
         self.inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| anyhow!("decoding: {e}"))
+    }
+
+    /// Adds ChatML's `<|im_start|>` and `<|im_end|>` (LeoLM's chat format) as special tokens;
+    /// returns how many were new. Resize the model's embeddings to [`Tokenizer::vocab_size`].
+    pub fn add_chatml_tokens(&mut self) -> Result<usize> {
+        let tokens = CHATML
+            .iter()
+            .map(|t| tokenizers::AddedToken::from(*t, true));
+        self.inner
+            .add_special_tokens(tokens)
+            .map_err(|e| anyhow!("adding ChatML tokens: {e}"))
+    }
+
+    /// Writes `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| anyhow!("writing {}: {e}", path.display()))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

@@ -216,3 +216,33 @@ fn transformers_loads_what_leo_writes() {
     assert_eq!(again.config, model.config);
     let _ = dir;
 }
+
+#[test]
+fn resizing_the_vocabulary_keeps_existing_tokens_and_starts_new_ones_at_the_mean() {
+    let (_, r) = reference();
+    let mut model = load("model");
+    let p = ids(&r["prompts"][1]);
+    let before = model
+        .forward(&Tensor::from_slice(&p).unsqueeze(0), None)
+        .squeeze_dim(0);
+    model.resize_token_embeddings(130).expect("resize");
+    assert_eq!(model.config.vocab_size, 130);
+    let after = model
+        .forward(&Tensor::from_slice(&p).unsqueeze(0), None)
+        .squeeze_dim(0);
+    assert_eq!(after.size(), [p.len() as i64, 130]);
+    assert!(max_abs(&after.narrow(1, 0, 128), &before) < 1e-6);
+    // The new tokens can be fed in, and the model still saves and loads.
+    let with_new: Vec<i64> = p.iter().copied().chain([128, 129]).collect();
+    let _ = model.forward(&Tensor::from_slice(&with_new).unsqueeze(0), None);
+    assert!(model.resize_token_embeddings(100).is_err());
+    let tmp = tempfile::tempdir().expect("temp dir");
+    model.save(tmp.path(), 1 << 30).expect("save");
+    assert_eq!(
+        Llama::load(tmp.path(), Device::Cpu, Kind::Float)
+            .expect("load")
+            .config
+            .vocab_size,
+        130
+    );
+}

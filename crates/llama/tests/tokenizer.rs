@@ -79,3 +79,38 @@ fn llama2_tokenizer_matches_python_tokenizers_on_german_documents() {
     let back = tok.decode(&got[1], true).expect("decode");
     assert_eq!(back.trim_start(), texts[1].trim_start());
 }
+
+#[test]
+fn chatml_tokens_are_added_as_python_tokenizers_adds_them() {
+    let data = shared_data();
+    let tokenizer_json = data.join("llama2-tokenizer/tokenizer.json");
+    let mut tok = Tokenizer::from_file(&tokenizer_json).expect("tokenizer");
+    assert_eq!(tok.add_chatml_tokens().expect("add"), 2);
+    assert_eq!(tok.vocab_size(), 32002);
+    assert_eq!(tok.token_to_id("<|im_start|>"), Some(32000));
+    let chat = "<|im_start|>system\nDies ist eine Unterhaltung.<|im_end|>\n<|im_start|>user\nWie heißt die Hauptstadt von Österreich?<|im_end|>\n<|im_start|>assistant\n";
+    let got = tok.encode(chat, true).expect("encode");
+    let python =
+        std::env::var_os("LEO_TORCH_PYTHON").expect("LEO_TORCH_PYTHON: run with `just test`");
+    let script = "import json, sys\nfrom tokenizers import Tokenizer\nt = Tokenizer.from_file(sys.argv[1])\n\
+                  t.add_special_tokens(['<|im_start|>', '<|im_end|>'])\nprint(json.dumps(t.encode(sys.argv[2]).ids))";
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&tokenizer_json)
+        .arg(chat)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want: Vec<u32> = serde_json::from_slice(&out.stdout).expect("ids");
+    assert_eq!(got, want);
+    assert_eq!(got.iter().filter(|&&i| i == 32000).count(), 3);
+    // A saved tokenizer keeps them.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    tok.save(&tmp.path().join("tokenizer.json")).expect("save");
+    let again = Tokenizer::from_file(&tmp.path().join("tokenizer.json")).expect("reload");
+    assert_eq!(again.encode(chat, true).expect("encode"), got);
+}

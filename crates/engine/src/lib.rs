@@ -12,11 +12,11 @@ mod resources;
 mod run;
 mod scheduler;
 
-pub use attempt::kill_all_attempts;
+pub use attempt::{format_duration, kill_all_attempts};
 pub use catalog::{Catalog, DescribeError, PluginInfo};
 pub use check::{check, check_stored, Checked};
 pub use fingerprint::{diff_fields, Fingerprint};
-pub use observer::{EngineEvent, Observer, Silent};
+pub use observer::{EngineEvent, Observer};
 pub use plan::{plan, PlanEntry, PlanStatus};
 pub use resources::Machine;
 pub use run::{engine_is_gone, resume_run, start_run, EngineOptions, RunOutcome};

@@ -46,10 +46,3 @@ pub enum EngineEvent {
 pub trait Observer: Send + Sync {
     fn on(&self, event: EngineEvent);
 }
-
-/// Discards events.
-pub struct Silent;
-
-impl Observer for Silent {
-    fn on(&self, _event: EngineEvent) {}
-}

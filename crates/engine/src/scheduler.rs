@@ -505,11 +505,11 @@ impl Scheduler<'_> {
                     return Ok(true);
                 }
             };
-            let fp_json = fp.canonical_json();
             let outputs = &self.checked.plugins[&name].outputs;
             if let Some((from_run, outs)) =
                 lookup_cache(state, self.store, &fp.hash, outputs).await?
             {
+                let fp_json = fp.canonical_json();
                 let arts: Vec<OutputArtifact> = outs
                     .iter()
                     .map(|(n, d)| OutputArtifact {

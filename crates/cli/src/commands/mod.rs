@@ -103,17 +103,7 @@ pub fn format_time(ms: i64) -> String {
 }
 
 pub fn format_seconds(s: f64) -> String {
-    if s >= 3600.0 {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
-    } else if s >= 60.0 {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else {
-        format!("{s:.1}s")
-    }
+    leo_engine::format_duration(std::time::Duration::try_from_secs_f64(s).unwrap_or_default())
 }
 
 pub fn short_digest(digest: &str) -> String {

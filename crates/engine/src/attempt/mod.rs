@@ -251,7 +251,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         Ok((Exit::TimedOut, _)) => {
             let msg = format!(
                 "timed out after {}",
-                humanize(stage_spec.timeout.unwrap_or_default())
+                format_duration(stage_spec.timeout.unwrap_or_default())
             );
             (
                 AttemptStatus::TimedOut,
@@ -379,7 +379,8 @@ fn failure_message(reason: &str, log_path: &Path) -> String {
     }
 }
 
-fn humanize(d: Duration) -> String {
+/// A duration for people: `4.2s`, `3m07s`, `2h05m`.
+pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)

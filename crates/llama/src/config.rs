@@ -24,6 +24,8 @@ pub struct Config {
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
+    /// Standard deviation of the initial weights of a new model.
+    pub initializer_range: f64,
 }
 
 /// Position interpolation (Chen et al. 2023, "Extending Context Window of Large Language Models
@@ -54,10 +56,16 @@ struct Raw {
     tie_word_embeddings: bool,
     bos_token_id: Option<i64>,
     eos_token_id: Option<Value>,
+    #[serde(default = "default_initializer_range")]
+    initializer_range: f64,
 }
 
 fn default_eps() -> f64 {
     1e-6
+}
+
+fn default_initializer_range() -> f64 {
+    0.02
 }
 
 fn default_max_pos() -> i64 {
@@ -132,6 +140,7 @@ impl Config {
             tie_word_embeddings: raw.tie_word_embeddings,
             bos_token_id: raw.bos_token_id,
             eos_token_id,
+            initializer_range: raw.initializer_range,
         })
     }
 }

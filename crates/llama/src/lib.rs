@@ -6,6 +6,9 @@
 //! - [`Llama::save`] writes the same layout back (shards, index, `{"format": "pt"}`).
 //! - [`Llama::forward`] with an optional [`KvCache`]; [`Llama::generate`] and
 //!   [`Llama::loglikelihood`] are the inference API the eval and serving stages use.
+//! - Training: [`Llama::init`] (transformers' initialisation), [`Llama::make_trainable`],
+//!   [`Llama::forward_packed`] (document-masked attention for packed sequences) and
+//!   [`next_token_loss`]; the optimizer and train loop live in `leo-train`.
 //!
 //! This crate links libtorch; the engine crates never depend on it.
 
@@ -18,6 +21,6 @@ mod weights;
 
 pub use config::{Config, RopeScaling};
 pub use generate::GenerateOptions;
-pub use model::{KvCache, Llama};
+pub use model::{next_token_loss, KvCache, Llama};
 pub use tch;
 pub use tokenizer::{Tokenizer, CHATML};

@@ -66,9 +66,63 @@ impl Llama {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Llama> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let mut w = Weights::load(dir, device, kind)?;
+        let tied = config.tie_word_embeddings && w.get("lm_head.weight").is_none();
+        let mut model = Llama::assemble(config, device, tied, |name| w.take(name))?;
+        model._maps = w.into_maps();
+        Ok(model)
+    }
+
+    /// A new model with `transformers`' initialisation (`LlamaPreTrainedModel._init_weights`):
+    /// linear and embedding weights ~ N(0, initializer_range), norm weights 1. Deterministic for
+    /// a seed. (No padding row is zeroed: Llama-2 has no padding token.)
+    pub fn init(config: Config, device: Device, kind: Kind, seed: i64) -> Result<Llama> {
+        let _guard = tch::no_grad_guard();
+        tch::manual_seed(seed);
+        let std = config.initializer_range;
+        let (h, i, hd) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.head_dim,
+        );
+        let (q, kv) = (
+            config.num_attention_heads * hd,
+            config.num_key_value_heads * hd,
+        );
+        let vocab = config.vocab_size;
+        let shape = |name: &str| -> Option<[i64; 2]> {
+            let leaf = name.rsplit_once("layers.").map_or(name, |(_, rest)| {
+                rest.split_once('.').map_or(rest, |(_, leaf)| leaf)
+            });
+            Some(match leaf {
+                "model.embed_tokens.weight" | "lm_head.weight" => [vocab, h],
+                "self_attn.q_proj.weight" => [q, h],
+                "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => [kv, h],
+                "self_attn.o_proj.weight" => [h, q],
+                "mlp.gate_proj.weight" | "mlp.up_proj.weight" => [i, h],
+                "mlp.down_proj.weight" => [h, i],
+                _ => return None, // norms
+            })
+        };
+        let tied = config.tie_word_embeddings;
+        Llama::assemble(config, device, tied, |name| {
+            Ok(match shape(name) {
+                Some(s) => Tensor::randn(s, (Kind::Float, device)) * std,
+                None => Tensor::ones([h], (Kind::Float, device)),
+            }
+            .to_kind(kind))
+        })
+    }
+
+    /// Builds the model from its weights, fetched by HF name.
+    fn assemble(
+        config: Config,
+        device: Device,
+        tied: bool,
+        mut take: impl FnMut(&str) -> Result<Tensor>,
+    ) -> Result<Llama> {
         let mut layers = Vec::new();
         for l in 0..config.num_hidden_layers {
-            let mut t = |name: &str| w.take(&format!("model.layers.{l}.{name}"));
+            let mut t = |name: &str| take(&format!("model.layers.{l}.{name}"));
             layers.push(Layer {
                 input_norm: t("input_layernorm.weight")?,
                 q: t("self_attn.q_proj.weight")?,
@@ -81,12 +135,12 @@ impl Llama {
                 down: t("mlp.down_proj.weight")?,
             });
         }
-        let embed = w.take("model.embed_tokens.weight")?;
-        let norm = w.take("model.norm.weight")?;
-        let lm_head = if config.tie_word_embeddings && w.get("lm_head.weight").is_none() {
+        let embed = take("model.embed_tokens.weight")?;
+        let norm = take("model.norm.weight")?;
+        let lm_head = if tied {
             embed.shallow_clone()
         } else {
-            w.take("lm_head.weight")?
+            take("lm_head.weight")?
         };
         if embed.size() != [config.vocab_size, config.hidden_size] {
             bail!(
@@ -113,8 +167,40 @@ impl Llama {
             norm,
             lm_head,
             device,
-            _maps: w.into_maps(),
+            _maps: Vec::new(),
         })
+    }
+
+    /// Makes every weight a trainable leaf tensor in memory of its own (weights loaded from a
+    /// checkpoint point into its read-only memory map until then). [`Llama::named_tensors`]
+    /// then returns the parameters, whose `.grad()` the backward pass fills.
+    pub fn make_trainable(&mut self) {
+        let own = |t: &mut Tensor| {
+            *t = t.detach().copy().set_requires_grad(true);
+        };
+        own(&mut self.embed);
+        own(&mut self.norm);
+        if self.config.tie_word_embeddings {
+            self.lm_head = self.embed.shallow_clone();
+        } else {
+            own(&mut self.lm_head);
+        }
+        for l in &mut self.layers {
+            for t in [
+                &mut l.input_norm,
+                &mut l.q,
+                &mut l.k,
+                &mut l.v,
+                &mut l.o,
+                &mut l.post_norm,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ] {
+                own(t);
+            }
+        }
+        self._maps.clear();
     }
 
     pub fn device(&self) -> Device {
@@ -124,17 +210,29 @@ impl Llama {
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`. With a cache, the ids
     /// continue the cached positions and the cache grows by `seq`.
     pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
-        self.hidden(ids, cache)
-            .linear::<Tensor>(&self.lm_head, None)
+        self.project(&self.hidden(ids, cache))
+    }
+
+    /// Logits for packed sequences: several documents per row, `doc_ids` `[batch, seq]` says
+    /// which document each position belongs to (equal ids must be contiguous). A position attends
+    /// only to earlier positions of its own document, and positions restart at 0 with each
+    /// document, so every document is computed as if it were alone in the row (what
+    /// flash-attention's variable-length packing does in `transformers`).
+    pub fn forward_packed(&self, ids: &Tensor, doc_ids: &Tensor) -> Tensor {
+        self.project(&self.run(ids, None, Some(doc_ids)))
     }
 
     /// Final hidden states (after the last norm), before the output projection: scoring code
     /// projects only the positions it needs.
-    // `x = x + a` on purpose: `+=` on a tch tensor is an in-place op, which autograd (training
-    // reuses this code) must not see.
+    pub fn hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        self.run(ids, cache, None)
+    }
+
+    /// The transformer. Autograd records it when the weights require gradients (training);
+    /// inference callers hold a `no_grad` guard.
+    // `x = x + a` on purpose: `+=` on a tch tensor is an in-place op, which autograd must not see.
     #[allow(clippy::assign_op_pattern)]
-    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Tensor {
-        let _guard = tch::no_grad_guard();
+    fn run(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, docs: Option<&Tensor>) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let cfg = &self.config;
@@ -146,19 +244,41 @@ impl Llama {
         let mut x = Tensor::embedding(&self.embed, ids, -1, false, false);
         let kind = x.kind();
 
-        let pos = Tensor::arange_start(offset, offset + t, (Kind::Float, self.device));
-        let freqs = pos.unsqueeze(1) * self.inv_freq.unsqueeze(0);
+        // Positions: `[t]` shared by the batch, or `[b, t]` restarting with each document.
+        let pos = match docs {
+            None => Tensor::arange_start(offset, offset + t, (Kind::Float, self.device)),
+            Some(d) => document_positions(d).to_kind(Kind::Float),
+        };
+        let freqs = pos.unsqueeze(-1) * &self.inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
-        let (cos, sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
+        let (mut cos, mut sin) = (emb.cos().to_kind(kind), emb.sin().to_kind(kind));
+        if docs.is_some() {
+            // [b, t, hd] -> [b, 1, t, hd], to broadcast over heads.
+            cos = cos.unsqueeze(1);
+            sin = sin.unsqueeze(1);
+        }
 
         // Causal masking: implicit when the query block starts at 0; with cached positions before
-        // it, each query sees the whole cache plus the block up to itself.
-        let mask = (offset > 0 && t > 1).then(|| {
-            let q =
-                Tensor::arange_start(offset, offset + t, (Kind::Int64, self.device)).unsqueeze(1);
-            let k = Tensor::arange(offset + t, (Kind::Int64, self.device)).unsqueeze(0);
-            k.le_tensor(&q)
-        });
+        // it, each query sees the whole cache plus the block up to itself; with documents, each
+        // query sees the earlier positions of its own document.
+        let mask = match docs {
+            Some(d) => {
+                let causal = Tensor::ones([t, t], (Kind::Bool, self.device)).tril(0);
+                Some(
+                    d.unsqueeze(2)
+                        .eq_tensor(&d.unsqueeze(1))
+                        .logical_and(&causal)
+                        .unsqueeze(1),
+                )
+            }
+            None => (offset > 0 && t > 1).then(|| {
+                let q = Tensor::arange_start(offset, offset + t, (Kind::Int64, self.device))
+                    .unsqueeze(1);
+                let k = Tensor::arange(offset + t, (Kind::Int64, self.device)).unsqueeze(0);
+                k.le_tensor(&q)
+            }),
+        };
+        let causal = mask.is_none() && t > 1;
 
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.input_norm, cfg.rms_norm_eps);
@@ -188,7 +308,6 @@ impl Llama {
                     c.layers.push((k.shallow_clone(), v.shallow_clone()));
                 }
             }
-            let causal = offset == 0 && t > 1;
             let a = Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -294,6 +413,35 @@ impl Llama {
         }
         Ok(Tensor::from_slice(ids).to_device(self.device).unsqueeze(0))
     }
+}
+
+/// Position of each token within its document: `[b, t]` document ids -> `[b, t]` positions
+/// counting from 0 at each document's first token.
+fn document_positions(docs: &Tensor) -> Tensor {
+    let (b, t) = (docs.size()[0], docs.size()[1]);
+    let idx = Tensor::arange(t, (Kind::Int64, docs.device()))
+        .unsqueeze(0)
+        .expand([b, t], false);
+    let first = Tensor::ones([b, 1], (Kind::Bool, docs.device()));
+    let changes = docs
+        .narrow(1, 1, t - 1)
+        .ne_tensor(&docs.narrow(1, 0, t - 1));
+    let starts = Tensor::cat(&[first, changes], 1);
+    let start_of_doc = idx.where_self(&starts, &idx.zeros_like()).cummax(1).0;
+    idx - start_of_doc
+}
+
+/// Mean cross-entropy of next-token prediction, in f32 (as `LlamaForCausalLM` computes it when
+/// given `labels`): logits at position p are scored against `labels` at p + 1. Labels equal to
+/// `ignore_index` (-100 in `transformers`) are not scored.
+pub fn next_token_loss(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Tensor {
+    let (b, t, v) = (logits.size()[0], logits.size()[1], logits.size()[2]);
+    let pred = logits
+        .narrow(1, 0, t - 1)
+        .to_kind(Kind::Float)
+        .reshape([b * (t - 1), v]);
+    let target = labels.narrow(1, 1, t - 1).reshape([b * (t - 1)]);
+    pred.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, ignore_index, 0.0)
 }
 
 /// RMSNorm in f32, as transformers computes it, then back to the input's dtype.

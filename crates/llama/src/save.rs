@@ -116,6 +116,7 @@ fn config_json(c: &Config, kind: Kind) -> serde_json::Value {
         "torch_dtype": match kind { Kind::BFloat16 => "bfloat16", Kind::Half => "float16", _ => "float32" },
         "bos_token_id": c.bos_token_id,
         "eos_token_id": c.eos_token_id,
+        "initializer_range": c.initializer_range,
     });
     if let Some(s) = c.rope_scaling {
         v["rope_scaling"] = json!({ "type": "linear", "factor": s.factor });

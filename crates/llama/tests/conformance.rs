@@ -2,11 +2,12 @@
 //! Python venv): logits, sharded checkpoints, greedy generation with the KV cache, and
 //! log-likelihoods, on a tiny random Llama with GQA and linear RoPE scaling.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use leo_llama::tch::{Device, Kind, Tensor};
-use leo_llama::{GenerateOptions, KvCache, Llama};
+use leo_llama::{next_token_loss, GenerateOptions, KvCache, Llama};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-4;
@@ -245,4 +246,94 @@ fn resizing_the_vocabulary_keeps_existing_tokens_and_starts_new_ones_at_the_mean
             .vocab_size,
         130
     );
+}
+
+#[test]
+fn training_loss_and_gradients_match_transformers() {
+    let (dir, r) = reference();
+    let mut model = load("model");
+    model.make_trainable();
+    let rows: Vec<Vec<i64>> = r["train"]["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
+    let batch = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
+    let loss = next_token_loss(&model.forward(&batch, None), &batch, -100);
+    let want = r["train"]["loss"].as_f64().unwrap();
+    assert!(
+        (loss.double_value(&[]) - want).abs() < 1e-5,
+        "loss {} vs transformers {want}",
+        loss.double_value(&[])
+    );
+    loss.backward();
+    let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("grads.safetensors"))
+        .expect("grads.safetensors")
+        .into_iter()
+        .collect();
+    let params = model.named_tensors();
+    assert_eq!(params.len(), want.len());
+    for (name, p) in params {
+        let g = p.grad();
+        assert!(g.defined(), "{name} has no gradient");
+        let diff = max_abs(&g, &want[&name]);
+        assert!(diff < 1e-5, "{name}: max |Δgrad| = {diff}");
+    }
+}
+
+#[test]
+fn packed_documents_are_computed_as_if_each_were_alone() {
+    let (_, r) = reference();
+    let model = load("model");
+    let p = ids(&r["prompts"][2]);
+    // Row 0: documents of 20, 1 and 27 tokens; row 1: one document of 48.
+    let lens = [20usize, 1, 27];
+    let mut docs = Vec::new();
+    for (d, &n) in lens.iter().enumerate() {
+        docs.extend(std::iter::repeat(d as i64 + 7).take(n));
+    }
+    docs.extend(std::iter::repeat(3).take(p.len()));
+    let row = Tensor::from_slice(&p);
+    let batch = Tensor::stack(&[&row, &row.flip([0])], 0);
+    let packed = model.forward_packed(&batch, &Tensor::from_slice(&docs).view([2, -1]));
+    let mut start = 0;
+    for n in lens {
+        let alone = model
+            .forward(&Tensor::from_slice(&p[start..start + n]).unsqueeze(0), None)
+            .squeeze_dim(0);
+        let diff = max_abs(&packed.get(0).narrow(0, start as i64, n as i64), &alone);
+        assert!(
+            diff < TOLERANCE,
+            "document at {start}: max |Δlogit| = {diff}"
+        );
+        start += n;
+    }
+    let whole = model
+        .forward(&row.flip([0]).unsqueeze(0), None)
+        .squeeze_dim(0);
+    assert!(max_abs(&packed.get(1), &whole) < TOLERANCE);
+}
+
+#[test]
+fn new_models_are_initialised_like_transformers() {
+    let (dir, _) = reference();
+    let config = leo_llama::Config::from_file(&dir.join("model/config.json")).expect("config");
+    let a = Llama::init(config.clone(), Device::Cpu, Kind::Float, 7).expect("init");
+    let b = Llama::init(config, Device::Cpu, Kind::Float, 7).expect("init");
+    for ((name, x), (_, y)) in a.named_tensors().into_iter().zip(b.named_tensors()) {
+        assert!(
+            x.equal(&y),
+            "{name} differs between two inits with one seed"
+        );
+        if name.ends_with("norm.weight") {
+            assert!(
+                x.eq(1.0).all().int64_value(&[]) == 1,
+                "{name} is not all ones"
+            );
+        } else {
+            let std = x.std(true).double_value(&[]);
+            assert!((std - 0.02).abs() < 0.002, "{name}: std {std}, want 0.02");
+        }
+    }
 }

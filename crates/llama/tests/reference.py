@@ -1,7 +1,8 @@
 """Reference outputs from Hugging Face transformers for leo-llama's conformance tests.
 
 Usage: reference.py OUTDIR — writes OUTDIR/model (one safetensors file), OUTDIR/model-sharded
-(several shards + index) and OUTDIR/reference.json (logits, greedy generation, log-likelihoods).
+(several shards + index) and OUTDIR/reference.json (logits, greedy generation, log-likelihoods, a training loss) and OUTDIR/grads.safetensors
+(its gradients).
 The model is a tiny random Llama with grouped-query attention and linear RoPE scaling x2, like
 LeoLM's, and a context of 64 positions (32 before scaling) so prompts reach beyond it.
 """
@@ -9,6 +10,7 @@ import json
 import sys
 
 import torch
+from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 out = sys.argv[1]
@@ -47,6 +49,14 @@ with torch.no_grad():
         greedy = bool((scored.argmax(-1) == target).all())
         pairs.append({"context": ctx, "continuation": cont, "logprob": total, "greedy": greedy})
     ref["loglikelihood"] = pairs
+
+# Training: the loss of LlamaForCausalLM given labels, and every parameter's gradient.
+batch = torch.randint(0, 128, (2, 24), generator=g)
+model.train()
+loss = model(batch, labels=batch).loss
+loss.backward()
+ref["train"] = {"batch": batch.tolist(), "loss": loss.item()}
+save_file({n: p.grad.contiguous() for n, p in model.named_parameters()}, f"{out}/grads.safetensors")
 
 with open(f"{out}/reference.json", "w") as f:
     json.dump(ref, f)

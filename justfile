@@ -31,17 +31,23 @@ test:
     cargo build --locked --workspace --all-targets
     cargo test --locked --workspace
 
-# Benchmarks: `just bench engine` (leo vs Snakemake on a 1,000-stage DAG); prints the ratio
-bench name:
+# Benchmarks, each printing ours vs the peer and the ratio: `just bench engine` (leo vs Snakemake
+# on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers)
+bench name *args:
     #!/usr/bin/env bash
     set -euo pipefail
     case "{{name}}" in
       engine)
         cargo build --release --locked -p leo-cli
-        python3 bench/engine.py --leo "{{target_dir}}/release/leo"
+        python3 bench/engine.py --leo "{{target_dir}}/release/leo" {{args}}
+        ;;
+      train-step)
+        eval "$(tools/torch-env.sh)"
+        cargo build --release --locked -p leo-train --example train_step
+        "$LEO_TORCH_PYTHON" bench/train_step.py --leo "{{target_dir}}/release/examples/train_step" {{args}}
         ;;
       *)
-        echo "unknown benchmark '{{name}}'; available: engine" >&2
+        echo "unknown benchmark '{{name}}'; available: engine, train-step" >&2
         exit 2
         ;;
     esac

@@ -7,13 +7,14 @@
 //! - [`Llama::forward`] with an optional [`KvCache`]; [`Llama::generate`] and
 //!   [`Llama::loglikelihood`] are the inference API the eval and serving stages use.
 //! - Training: [`Llama::init`] (transformers' initialisation), [`Llama::make_trainable`],
-//!   [`Llama::forward_packed`] (document-masked attention for packed sequences) and
-//!   [`next_token_loss`]; the optimizer and train loop live in `leo-train`.
+//!   [`Llama::forward_packed`] (document-masked attention for packed sequences),
+//!   [`next_token_loss`] and [`Llama::train_loss`] (the same loss, output layer chunked); the optimizer and train loop live in `leo-train`.
 //!
 //! This crate links libtorch; the engine crates never depend on it.
 
 mod config;
 mod generate;
+mod loss;
 mod model;
 mod save;
 mod tokenizer;
@@ -21,6 +22,7 @@ mod weights;
 
 pub use config::{Config, RopeScaling};
 pub use generate::GenerateOptions;
-pub use model::{next_token_loss, KvCache, Llama};
+pub use loss::{next_token_loss, TrainLoss};
+pub use model::{KvCache, Llama};
 pub use tch;
 pub use tokenizer::{Tokenizer, CHATML};

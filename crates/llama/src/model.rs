@@ -31,7 +31,7 @@ pub struct Llama {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: Tensor,
+    pub(crate) lm_head: Tensor,
     /// Rotary frequencies, already divided by the linear scaling factor.
     inv_freq: Tensor,
     device: Device,
@@ -232,7 +232,12 @@ impl Llama {
     /// inference callers hold a `no_grad` guard.
     // `x = x + a` on purpose: `+=` on a tch tensor is an in-place op, which autograd must not see.
     #[allow(clippy::assign_op_pattern)]
-    fn run(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, docs: Option<&Tensor>) -> Tensor {
+    pub(crate) fn run(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        docs: Option<&Tensor>,
+    ) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let cfg = &self.config;
@@ -429,19 +434,6 @@ fn document_positions(docs: &Tensor) -> Tensor {
     let starts = Tensor::cat(&[first, changes], 1);
     let start_of_doc = idx.where_self(&starts, &idx.zeros_like()).cummax(1).0;
     idx - start_of_doc
-}
-
-/// Mean cross-entropy of next-token prediction, in f32 (as `LlamaForCausalLM` computes it when
-/// given `labels`): logits at position p are scored against `labels` at p + 1. Labels equal to
-/// `ignore_index` (-100 in `transformers`) are not scored.
-pub fn next_token_loss(logits: &Tensor, labels: &Tensor, ignore_index: i64) -> Tensor {
-    let (b, t, v) = (logits.size()[0], logits.size()[1], logits.size()[2]);
-    let pred = logits
-        .narrow(1, 0, t - 1)
-        .to_kind(Kind::Float)
-        .reshape([b * (t - 1), v]);
-    let target = labels.narrow(1, 1, t - 1).reshape([b * (t - 1)]);
-    pred.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, ignore_index, 0.0)
 }
 
 /// RMSNorm in f32, as transformers computes it, then back to the input's dtype.

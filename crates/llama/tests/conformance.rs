@@ -248,8 +248,8 @@ fn resizing_the_vocabulary_keeps_existing_tokens_and_starts_new_ones_at_the_mean
     );
 }
 
-#[test]
-fn training_loss_and_gradients_match_transformers() {
+/// Checks a training loss and the gradients its backward pass leaves against transformers'.
+fn check_training(backward: impl Fn(&Llama, &Tensor) -> f64) {
     let (dir, r) = reference();
     let mut model = load("model");
     model.make_trainable();
@@ -260,14 +260,12 @@ fn training_loss_and_gradients_match_transformers() {
         .map(ids)
         .collect();
     let batch = Tensor::from_slice(&rows.concat()).view([rows.len() as i64, -1]);
-    let loss = next_token_loss(&model.forward(&batch, None), &batch, -100);
+    let loss = backward(&model, &batch);
     let want = r["train"]["loss"].as_f64().unwrap();
     assert!(
-        (loss.double_value(&[]) - want).abs() < 1e-5,
-        "loss {} vs transformers {want}",
-        loss.double_value(&[])
+        (loss - want).abs() < 1e-5,
+        "loss {loss} vs transformers {want}"
     );
-    loss.backward();
     let want: HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("grads.safetensors"))
         .expect("grads.safetensors")
         .into_iter()
@@ -280,6 +278,28 @@ fn training_loss_and_gradients_match_transformers() {
         let diff = max_abs(&g, &want[&name]);
         assert!(diff < 1e-5, "{name}: max |Δgrad| = {diff}");
     }
+}
+
+#[test]
+fn training_loss_and_gradients_match_transformers() {
+    check_training(|model, batch| {
+        let loss = next_token_loss(&model.forward(batch, None), batch, -100);
+        loss.backward();
+        loss.double_value(&[])
+    });
+}
+
+#[test]
+fn the_chunked_training_loss_gives_the_same_loss_and_gradients() {
+    check_training(|model, batch| {
+        let loss = model
+            .train_loss(batch, batch, None, -100)
+            .expect("train_loss");
+        assert_eq!(loss.tokens, batch.size()[0] * (batch.size()[1] - 1));
+        let value = loss.loss.double_value(&[]);
+        loss.backward(1.0);
+        value
+    });
 }
 
 #[test]

@@ -11,6 +11,7 @@ Usage: train_step.py --leo TARGET/release/examples/train_step [--layers 6 --hidd
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,6 +75,7 @@ with tempfile.TemporaryDirectory() as tmp:
         hf_losses.append(loss.item())
         hf_seconds.append(total)
         hf_phases.append([forward, backward - forward, total - backward])
+    hf_peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     del model, opt
 
     run = subprocess.run(
@@ -84,6 +86,7 @@ with tempfile.TemporaryDirectory() as tmp:
     if run.returncode != 0:
         sys.exit(f"leo's train_step failed:\n{run.stderr}")
     leo = json.loads(run.stdout)
+    leo_peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
 
 hf = statistics.median(hf_seconds[args.warmup:])
 ours = statistics.median(leo["step_seconds"][args.warmup:])
@@ -103,6 +106,7 @@ print(f"transformers ({args.attn}), fused AdamW: {hf:.3f} s/step  ({tokens / hf:
 print(f"leo, fused AdamW:                   {ours:.3f} s/step  ({tokens / ours:,.0f} tokens/s; "
       f"{phases(leo['phases'])})")
 print(f"ratio (transformers / leo): {hf / ours:.2f}x")
+print(f"peak resident memory: transformers process {hf_peak_gb:.2f} GB, leo process {leo_peak_gb:.2f} GB")
 worst = max(abs(a - b) for a, b in zip(hf_losses, leo["losses"]))
 print(f"losses agree step by step: max |Δloss| = {worst:.2e} over {len(hf_losses)} steps")
 if worst > 1e-3:

@@ -436,9 +436,14 @@ fn document_positions(docs: &Tensor) -> Tensor {
     idx - start_of_doc
 }
 
-/// RMSNorm in f32, as transformers computes it, then back to the input's dtype.
+/// RMSNorm in f32, as transformers computes it, then back to the input's dtype. In f32 that is
+/// exactly libtorch's fused `rms_norm` (one kernel, one saved statistic for the backward pass);
+/// in bf16/fp16 transformers rounds before the weight multiplies, so the steps are spelled out.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
     let kind = x.kind();
+    if kind == Kind::Float && weight.kind() == Kind::Float {
+        return x.rms_norm([x.size()[x.dim() - 1]], Some(weight), eps);
+    }
     let xf = x.to_kind(Kind::Float);
     let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     let normed = (xf * (var + eps).rsqrt()).to_kind(kind);

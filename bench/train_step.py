@@ -86,7 +86,7 @@ with tempfile.TemporaryDirectory() as tmp:
     if run.returncode != 0:
         sys.exit(f"leo's train_step failed:\n{run.stderr}")
     leo = json.loads(run.stdout)
-    leo_peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    leo_peak_gb = leo["peak_rss_kb"] / 2**20
 
 hf = statistics.median(hf_seconds[args.warmup:])
 ours = statistics.median(leo["step_seconds"][args.warmup:])

@@ -4,7 +4,7 @@
 //!
 //! Usage: train_step MODEL_DIR BATCH_JSON STEPS WARMUP THREADS
 //! Prints one JSON object: {"step_seconds": [...], "phases": [[forward, backward, optimizer], ...],
-//! "losses": [...]} (warmup steps included).
+//! "losses": [...], "peak_rss_kb": N} (warmup steps included).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -56,7 +56,25 @@ fn main() -> Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({ "step_seconds": seconds, "phases": phases, "losses": losses })
+        serde_json::json!({
+            "step_seconds": seconds,
+            "phases": phases,
+            "losses": losses,
+            "peak_rss_kb": peak_rss_kb(),
+        })
     );
     Ok(())
+}
+
+/// The process's peak resident memory (VmHWM of /proc/self/status), in kB; 0 where unknown.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -21,7 +21,7 @@ mod tokenizer;
 mod weights;
 
 pub use config::{Config, RopeScaling};
-pub use generate::GenerateOptions;
+pub use generate::{Finish, GenerateOptions, Generation};
 pub use loss::{next_token_loss, TrainLoss};
 pub use model::{KvCache, Llama};
 pub use tch;

@@ -6,6 +6,7 @@ Usage: reference.py OUTDIR — writes OUTDIR/model (one safetensors file), OUTDI
 The model is a tiny random Llama with grouped-query attention and linear RoPE scaling x2, like
 LeoLM's, and a context of 64 positions (32 before scaling) so prompts reach beyond it.
 """
+import copy
 import json
 import sys
 
@@ -49,6 +50,12 @@ with torch.no_grad():
         greedy = bool((scored.argmax(-1) == target).all())
         pairs.append({"context": ctx, "continuation": cont, "logprob": total, "greedy": greedy})
     ref["loglikelihood"] = pairs
+
+# bf16: the same weights rounded to bfloat16, computed in bfloat16 (as on a GPU, here on the CPU).
+with torch.no_grad():
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    ref["bf16_logits"] = bf16(torch.tensor([prompts[2]])).logits[0].float().tolist()
+    del bf16
 
 # Training: the loss of LlamaForCausalLM given labels, and every parameter's gradient.
 batch = torch.randint(0, 128, (2, 24), generator=g)

@@ -311,9 +311,9 @@ fn packed_documents_are_computed_as_if_each_were_alone() {
     let lens = [20usize, 1, 27];
     let mut docs = Vec::new();
     for (d, &n) in lens.iter().enumerate() {
-        docs.extend(std::iter::repeat(d as i64 + 7).take(n));
+        docs.extend(std::iter::repeat_n(d as i64 + 7, n));
     }
-    docs.extend(std::iter::repeat(3).take(p.len()));
+    docs.extend(std::iter::repeat_n(3, p.len()));
     let row = Tensor::from_slice(&p);
     let batch = Tensor::stack(&[&row, &row.flip([0])], 0);
     let packed = model.forward_packed(&batch, &Tensor::from_slice(&docs).view([2, -1]));

@@ -1,16 +1,15 @@
 //! Run state. All reads and writes of the database go through [`State`]; nothing else in leo
-//! opens it. SQLite by default (WAL, migrations embedded); the SQL is kept portable so a
-//! PostgreSQL backend can share the migrations.
+//! opens it. SQLite by default (a file, WAL), PostgreSQL for teams (`postgres://`); both run the
+//! same embedded migrations and the same portable SQL through sqlx's `Any` driver.
 
 mod records;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
 
 pub use records::*;
 
@@ -23,64 +22,100 @@ pub fn now_ms() -> i64 {
 
 #[derive(Clone, Debug)]
 pub struct State {
-    pool: SqlitePool,
+    pool: AnyPool,
+    /// Where the state lives, with any password replaced by `***` (safe to print).
     url: String,
 }
 
+/// Which database a state location names.
+enum Location<'a> {
+    /// A file path (or `sqlite://PATH`).
+    Sqlite(&'a str),
+    /// `postgres://` or `postgresql://`.
+    Postgres(&'a str),
+}
+
+fn parse_location(location: &str) -> Result<Location<'_>> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        return Ok(Location::Postgres(location));
+    }
+    let path = location
+        .strip_prefix("sqlite://")
+        .or_else(|| location.strip_prefix("sqlite:"))
+        .unwrap_or(location);
+    if path.contains("://") {
+        anyhow::bail!(
+            "state `{}`: not a SQLite path or sqlite:// URL, nor a postgres:// URL",
+            redact_url(location)
+        );
+    }
+    Ok(Location::Sqlite(path))
+}
+
+/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`; other text unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            // Query parameters may carry a password too (`?password=`).
+            let tail = match tail.split_once('?') {
+                Some((path, query)) => {
+                    let q: Vec<String> = query
+                        .split('&')
+                        .map(|kv| match kv.split_once('=') {
+                            Some((k, _)) if k.eq_ignore_ascii_case("password") => {
+                                format!("{k}=***")
+                            }
+                            _ => kv.to_string(),
+                        })
+                        .collect();
+                    format!("{path}?{}", q.join("&"))
+                }
+                None => tail.to_string(),
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl State {
-    /// Opens (creating when missing) the state database at a path or `sqlite://` URL and applies
-    /// migrations.
+    /// Opens the state at a path or `sqlite://` URL (created when missing), or in a PostgreSQL
+    /// database (`postgres://user@host/db`; the database must exist), and applies migrations.
+    /// Both run the same migrations and SQL.
     pub async fn open(location: &str) -> Result<State> {
-        let path = location
-            .strip_prefix("sqlite://")
-            .or_else(|| location.strip_prefix("sqlite:"))
-            .unwrap_or(location);
-        if location.contains("://") && !location.starts_with("sqlite:") {
-            anyhow::bail!(
-                "state `{location}`: only SQLite (a path or sqlite:// URL) is supported so far"
-            );
+        sqlx::any::install_default_drivers();
+        match parse_location(location)? {
+            Location::Sqlite(path) => open_sqlite(path).await,
+            Location::Postgres(url) => open_postgres(url).await,
         }
-        if let Some(parent) = Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating folder for state database {path}"))?;
-            }
-        }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-            .with_context(|| format!("state database path {path}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("opening state database {path}"))?;
-        MIGRATIONS
-            .run(&pool)
-            .await
-            .with_context(|| format!("migrating state database {path}"))?;
-        Ok(State {
-            pool,
-            url: path.to_string(),
-        })
     }
 
-    /// Opens an existing database without creating it (for read-only commands).
+    /// Opens existing state without creating it (for read-only commands).
     pub async fn open_existing(location: &str) -> Result<State> {
-        let path = location
-            .strip_prefix("sqlite://")
-            .or_else(|| location.strip_prefix("sqlite:"))
-            .unwrap_or(location);
-        let is_sqlite = !location.contains("://") || location.starts_with("sqlite:");
-        if is_sqlite && !Path::new(path).exists() {
-            anyhow::bail!(
-                "no state database at {path} (run `leo run WORKFLOW` first, or pass --state)"
-            );
+        if let Location::Sqlite(path) = parse_location(location)? {
+            if !Path::new(path).exists() {
+                anyhow::bail!(
+                    "no state database at {path} (run `leo run WORKFLOW` first, or pass --state)"
+                );
+            }
         }
         State::open(location).await
+    }
+
+    /// Whether this state is shared through a server (PostgreSQL), so that several engines on
+    /// several machines may use it at once.
+    pub fn is_shared(&self) -> bool {
+        self.url.starts_with("postgres")
     }
 
     pub fn location(&self) -> &str {
@@ -690,8 +725,57 @@ impl State {
     }
 }
 
+async fn open_sqlite(path: &str) -> Result<State> {
+    if let Some(parent) = Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating folder for state database {path}"))?;
+        }
+    }
+    // One connection: SQLite serialises writers anyway, and one connection never waits on
+    // another of its own process.
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(&format!("sqlite://{path}?mode=rwc"))
+        .await
+        .with_context(|| format!("opening state database {path}"))?;
+    migrate(pool, path.to_string()).await
+}
+
+async fn open_postgres(url: &str) -> Result<State> {
+    let shown = redact_url(url);
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to state database {shown}"))?;
+    migrate(pool, shown).await
+}
+
+/// Applies the migrations (under the database's migration lock on PostgreSQL, so engines that
+/// start together do not race).
+async fn migrate(pool: AnyPool, shown: String) -> Result<State> {
+    MIGRATIONS
+        .run(&pool)
+        .await
+        .with_context(|| format!("migrating state database {shown}"))?;
+    Ok(State { pool, url: shown })
+}
+
 async fn write_completion(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     c: &StageCompletion<'_>,
 ) -> Result<()> {
     let now = now_ms();
@@ -738,7 +822,7 @@ async fn write_completion(
 }
 
 async fn insert_edge(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     attempt_id: &str,
     artifact: &str,
     relation: &str,

@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 macro_rules! status_enum {
@@ -92,7 +92,7 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(RunRecord {
             id: r.try_get("id")?,
             workflow_name: r.try_get("workflow_name")?,
@@ -123,7 +123,7 @@ pub struct StageRecord {
 }
 
 impl StageRecord {
-    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(StageRecord {
             name: r.try_get("name")?,
             status: StageStatus::parse(&r.try_get::<String, _>("status")?)?,
@@ -160,7 +160,7 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
-    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(AttemptRecord {
             id: r.try_get("id")?,
             run_id: r.try_get("run_id")?,
@@ -191,7 +191,7 @@ pub struct ArtifactRecord {
 }
 
 impl ArtifactRecord {
-    pub(crate) fn from_row(r: &SqliteRow) -> Result<Self> {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<Self> {
         Ok(ArtifactRecord {
             digest: r.try_get("digest")?,
             kind: r.try_get("kind")?,

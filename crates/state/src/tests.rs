@@ -1,13 +1,37 @@
-//! Tests of the state API against a real SQLite file.
+//! Tests of the state API, each run twice: against a real SQLite file and against a real
+//! PostgreSQL server (a throwaway cluster on loopback).
 use super::*;
 
-async fn state() -> (tempfile::TempDir, State) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = State::open(dir.path().join("s.db").to_str().unwrap())
-        .await
-        .unwrap();
-    (dir, s)
+/// For each test function `name(State)`, a module `name` with the tests `sqlite` and `postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("s.db");
+                let s = super::State::open(path.to_str().unwrap()).await.unwrap();
+                super::$name(s).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let pg = leo_testkit::Postgres::start().expect("a PostgreSQL cluster for the test");
+                let s = super::State::open(&pg.database().unwrap()).await.unwrap();
+                assert!(s.is_shared());
+                super::$name(s.clone()).await;
+                s.close().await;
+            }
+        }
+    )*};
 }
+
+on_both_backends!(
+    stage_lifecycle_and_cache_lookup,
+    running_attempts_of_a_dead_engine_become_lost,
+    latest_checkpoint_is_the_highest_step,
+    external_digests_are_reused_only_for_the_same_signature
+);
 
 /// Run `r1` with one pending stage and its first attempt started; returns the attempt id.
 async fn started_attempt(s: &State, stage: &str) -> String {
@@ -52,9 +76,7 @@ fn run(id: &str) -> RunRecord {
     }
 }
 
-#[tokio::test]
-async fn stage_lifecycle_and_cache_lookup() {
-    let (_d, s) = state().await;
+async fn stage_lifecycle_and_cache_lookup(s: State) {
     s.create_run(&run("r1")).await.unwrap();
     s.upsert_stage(&StageUpdate {
         run_id: "r1",
@@ -129,9 +151,7 @@ async fn stage_lifecycle_and_cache_lookup() {
     assert_eq!(s.stages("r1").await.unwrap()[0].attempts, 1);
 }
 
-#[tokio::test]
-async fn running_attempts_of_a_dead_engine_become_lost() {
-    let (_d, s) = state().await;
+async fn running_attempts_of_a_dead_engine_become_lost(s: State) {
     started_attempt(&s, "a").await;
     assert_eq!(s.mark_lost("r1").await.unwrap(), 1);
     assert_eq!(s.stages("r1").await.unwrap()[0].status, StageStatus::Lost);
@@ -141,9 +161,7 @@ async fn running_attempts_of_a_dead_engine_become_lost() {
     );
 }
 
-#[tokio::test]
-async fn latest_checkpoint_is_the_highest_step() {
-    let (_d, s) = state().await;
+async fn latest_checkpoint_is_the_highest_step(s: State) {
     let id = started_attempt(&s, "t").await;
     for step in [5u64, 10] {
         s.record_checkpoint(&CheckpointRecord {
@@ -164,9 +182,7 @@ async fn latest_checkpoint_is_the_highest_step() {
     );
 }
 
-#[tokio::test]
-async fn external_digests_are_reused_only_for_the_same_signature() {
-    let (_d, s) = state().await;
+async fn external_digests_are_reused_only_for_the_same_signature(s: State) {
     s.record_external_digest("file:///x", "sig1", "sha256:aa")
         .await
         .unwrap();
@@ -189,4 +205,25 @@ async fn external_digests_are_reused_only_for_the_same_signature() {
             .as_deref(),
         Some("sha256:bb")
     );
+}
+
+#[test]
+fn passwords_never_show_in_state_locations() {
+    assert_eq!(
+        redact_url("postgres://leo:s3cret@db.example:5432/runs?sslmode=require"),
+        "postgres://leo:***@db.example:5432/runs?sslmode=require"
+    );
+    assert_eq!(
+        redact_url("postgres://leo@db/runs?password=s3cret&application_name=x"),
+        "postgres://leo@db/runs?password=***&application_name=x"
+    );
+    assert_eq!(redact_url("/tmp/state.db"), "/tmp/state.db");
+}
+
+#[tokio::test]
+async fn unknown_schemes_are_refused_without_echoing_secrets() {
+    let err = State::open("mysql://u:pw@h/db").await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("postgres://"), "{msg}");
+    assert!(!msg.contains("pw@"), "{msg}");
 }

@@ -34,8 +34,18 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A folder to run `leo` in. With `LEO_TEST_STATE=postgres` in the environment, its state lives
+/// in a fresh database of a throwaway PostgreSQL cluster instead of `.leo/state.db` (`just test`
+/// runs the end-to-end tests both ways).
 pub struct Sandbox {
+    /// Dropped before `dir` (fields drop in order): the server stops, then its files go.
+    postgres: Option<(leo_testkit::Postgres, String)>,
     pub dir: tempfile::TempDir,
+}
+
+/// Whether the end-to-end tests run against PostgreSQL state (`LEO_TEST_STATE=postgres`).
+pub fn state_on_postgres() -> bool {
+    std::env::var("LEO_TEST_STATE").is_ok_and(|v| v == "postgres")
 }
 
 impl Default for Sandbox {
@@ -46,9 +56,20 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        let postgres = state_on_postgres().then(|| {
+            let pg = leo_testkit::Postgres::start().expect("a PostgreSQL cluster for the test");
+            let url = pg.database().expect("a database");
+            (pg, url)
+        });
         Sandbox {
+            postgres,
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// The PostgreSQL URL of this sandbox's state, when it runs on PostgreSQL.
+    pub fn state_url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(_, url)| url.as_str())
     }
 
     pub fn path(&self) -> &Path {
@@ -73,6 +94,9 @@ impl Sandbox {
             .env_remove("LEO_STORE_URL")
             .env("LEO_RETRY_DELAY", "0.05")
             .stdin(Stdio::null());
+        if let Some(url) = self.state_url() {
+            c.env("LEO_STATE_URL", url);
+        }
         c
     }
 

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "leo", version, about, propagate_version = true)]
 pub struct Cli {
-    /// State database (a path or sqlite:// URL). Default: the workflow's [storage] state, else .leo/state.db.
+    /// State database: a path or sqlite:// URL, or postgres://user@host/db (also $LEO_STATE_URL).
+    /// Default: the workflow's [storage] state, else .leo/state.db.
     #[arg(long, global = true, env = "LEO_STATE_URL")]
     pub state: Option<String>,
 

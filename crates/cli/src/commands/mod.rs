@@ -81,8 +81,14 @@ pub fn state_location(flag: Option<String>, workflow: Option<&leo_spec::Workflow
         .unwrap_or_else(|| DEFAULT_STATE.to_string())
 }
 
-/// Attempt working folders live beside the state database.
+/// Attempt working folders live beside the state database (under `.leo/` when the state is on a
+/// server).
 pub fn work_root(state_location: &str) -> PathBuf {
+    if state_location.starts_with("postgres") {
+        return Path::new(DEFAULT_STATE)
+            .parent()
+            .map_or_else(|| PathBuf::from("work"), |p| p.join("work"));
+    }
     let path = state_location
         .strip_prefix("sqlite://")
         .unwrap_or(state_location);

@@ -23,16 +23,18 @@ demo: build
 torch:
     tools/torch-env.sh > /dev/null
 
-# Run every test (unit tests, end-to-end tests of the binary on SQLite and PostgreSQL state,
+# Run every test (unit tests, end-to-end tests of the binary on local and on team storage,
 # conformance against transformers)
 test:
     #!/usr/bin/env bash
     set -euo pipefail
     eval "$(tools/torch-env.sh)"
+    eval "$(tools/s3-server.sh)"
     cargo build --locked --workspace --all-targets
     cargo test --locked --workspace
-    # The end-to-end suite again, with run state on PostgreSQL (throwaway clusters the tests start).
-    LEO_TEST_STATE=postgres cargo test --locked -p leo-e2e
+    # The end-to-end suite again on team storage: state on PostgreSQL, artifacts on an S3 server
+    # (throwaway servers the tests start on loopback).
+    LEO_TEST_STORAGE=team cargo test --locked -p leo-e2e
 
 # Benchmarks, each printing ours vs the peer and the ratio: `just bench engine` (leo vs Snakemake
 # on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers)

@@ -89,8 +89,8 @@ fn a_deleted_artifact_is_not_reused() {
         .unwrap()
         .to_string();
     std::fs::remove_file(
-        sb.path()
-            .join(format!(".leo/store/manifests/sha256/{}.json", &digest[7..])),
+        sb.store_root()
+            .join(format!("manifests/sha256/{}.json", &digest[7..])),
     )
     .unwrap();
     let plan = sb.leo_ok(&["plan", "diamond.toml"]);

@@ -28,7 +28,7 @@ fn result(sb: &Sandbox, status: &Value) -> Value {
         .to_string();
     let dest = sb.path().join("result");
     // Read the artifact back out of the store, as a user would.
-    let store = sb.path().join(".leo/store");
+    let store = sb.store_root();
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(store.join(format!("manifests/sha256/{}.json", &digest[7..])))
             .expect("manifest"),

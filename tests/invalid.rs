@@ -222,8 +222,8 @@ fn malformed_workflows_fail_with_one_clear_line_and_change_nothing() {
     diamond(&sb, 2, false, false);
     sb.leo_ok(&["run", "diamond.toml"]);
     let state_dir = sb.path().join(".leo");
-    let before = digest_files(&state_dir);
     let runs_before = sb.leo_json(&["list", "--json"]);
+    let before = digest_files(&state_dir);
     if sb.state_url().is_none() {
         assert!(before.iter().any(|(n, _)| n == "state.db"));
     }

@@ -34,19 +34,25 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A folder to run `leo` in. With `LEO_TEST_STATE=postgres` in the environment, its state lives
-/// in a fresh database of a throwaway PostgreSQL cluster instead of `.leo/state.db` (`just test`
-/// runs the end-to-end tests both ways).
+/// A folder to run `leo` in. With `LEO_TEST_STORAGE=team` in the environment, its state lives
+/// in a fresh database of a throwaway PostgreSQL cluster instead of `.leo/state.db`, and its
+/// artifacts on a throwaway S3 server instead of `.leo/store` (`just test` runs the end-to-end
+/// tests both ways).
 pub struct Sandbox {
-    /// Dropped before `dir` (fields drop in order): the server stops, then its files go.
+    /// Dropped before `dir` (fields drop in order): the servers stop, then their files go.
     postgres: Option<(leo_testkit::Postgres, String)>,
+    s3: Option<leo_testkit::S3Server>,
     pub dir: tempfile::TempDir,
 }
 
-/// Whether the end-to-end tests run against PostgreSQL state (`LEO_TEST_STATE=postgres`).
-pub fn state_on_postgres() -> bool {
-    std::env::var("LEO_TEST_STATE").is_ok_and(|v| v == "postgres")
+/// Whether the end-to-end tests run on team storage (`LEO_TEST_STORAGE=team`): PostgreSQL
+/// state and an S3 artifact store.
+pub fn team_storage() -> bool {
+    std::env::var("LEO_TEST_STORAGE").is_ok_and(|v| v == "team")
 }
+
+/// The prefix of the sandbox's store in the S3 bucket.
+const S3_PREFIX: &str = "store";
 
 impl Default for Sandbox {
     fn default() -> Self {
@@ -56,15 +62,32 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let postgres = state_on_postgres().then(|| {
+        let postgres = team_storage().then(|| {
             let pg = leo_testkit::Postgres::start().expect("a PostgreSQL cluster for the test");
             let url = pg.database().expect("a database");
             (pg, url)
         });
+        let s3 = team_storage()
+            .then(|| leo_testkit::S3Server::start().expect("an S3 server for the test"));
         Sandbox {
             postgres,
+            s3,
             dir: tempfile::tempdir().expect("temp dir"),
         }
+    }
+
+    /// Where the store's objects lie on disk (`manifests/`, `blobs/`): `.leo/store`, or the S3
+    /// server's folder for the sandbox's prefix.
+    pub fn store_root(&self) -> PathBuf {
+        match &self.s3 {
+            Some(s3) => s3.bucket_dir().join(S3_PREFIX),
+            None => self.path().join(".leo/store"),
+        }
+    }
+
+    /// The S3 server, on team storage.
+    pub fn s3(&self) -> Option<&leo_testkit::S3Server> {
+        self.s3.as_ref()
     }
 
     /// The PostgreSQL URL of this sandbox's state, when it runs on PostgreSQL.
@@ -96,6 +119,10 @@ impl Sandbox {
             .stdin(Stdio::null());
         if let Some(url) = self.state_url() {
             c.env("LEO_STATE_URL", url);
+        }
+        if let Some(s3) = &self.s3 {
+            c.env("LEO_STORE_URL", s3.url(S3_PREFIX));
+            c.envs(s3.env());
         }
         c
     }

@@ -42,12 +42,27 @@ impl std::fmt::Debug for ArtifactStore {
 }
 
 impl ArtifactStore {
-    /// Opens a store from a `file://` URL or a local path (created when missing).
+    /// Opens a store: a local path or `file://` URL (created when missing), or
+    /// `s3://BUCKET[/PREFIX]` on any S3-compatible service. S3 settings come from the usual AWS
+    /// environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL` (MinIO, Ceph, R2, …), `AWS_ALLOW_HTTP=true` for a plain
+    /// HTTP endpoint, `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` (path style by default); on AWS also
+    /// instance, container and web-identity credentials. Credentials are never part of the URL,
+    /// so the URL recorded with runs holds no secret.
     pub fn open(location: &str) -> Result<ArtifactStore> {
+        ArtifactStore::open_with(location, &[])
+    }
+
+    /// Like [`open`](Self::open), with S3 settings (`AWS_*` names, as in the environment) that
+    /// take precedence over the environment's.
+    pub fn open_with(location: &str, settings: &[(&str, String)]) -> Result<ArtifactStore> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            return open_s3(location, rest, settings);
+        }
         let path = if let Some(rest) = location.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if location.contains("://") {
-            bail!("artifact store `{location}`: only local folders and file:// URLs are supported so far")
+            bail!("artifact store `{location}`: not a local folder, file:// or s3:// URL")
         } else {
             PathBuf::from(location)
         };
@@ -62,6 +77,11 @@ impl ArtifactStore {
             url: format!("file://{}", path.display()),
             local_root: Some(path),
         })
+    }
+
+    /// Whether the store is a local folder (hard links work) rather than a remote service.
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
     }
 
     /// The store's canonical URL (recorded with each run).
@@ -296,7 +316,9 @@ impl ArtifactStore {
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            self.fetch_blob(&entry.sha256, &target).await?;
+            self.fetch_blob(&entry.sha256, &target)
+                .await
+                .with_context(|| format!("artifact {digest}, file {}", entry.path))?;
         }
         Ok(manifest)
     }
@@ -350,6 +372,52 @@ impl ArtifactStore {
             .with_context(|| format!("moving {} into place", target.display()))?;
         Ok(())
     }
+}
+
+fn open_s3(location: &str, rest: &str, settings: &[(&str, String)]) -> Result<ArtifactStore> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.contains('@') || bucket.contains(':') {
+        bail!("artifact store: an s3:// URL must not carry credentials (they come from the AWS environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)");
+    }
+    if bucket.is_empty() || location.contains('?') {
+        bail!("artifact store `{location}`: expected s3://BUCKET[/PREFIX]");
+    }
+    let mut builder = object_store::aws::AmazonS3Builder::from_env();
+    for (key, value) in settings {
+        let key: object_store::aws::AmazonS3ConfigKey = key
+            .to_ascii_lowercase()
+            .parse()
+            .with_context(|| format!("unknown S3 setting {key}"))?;
+        builder = builder.with_config(key, value);
+    }
+    let s3 = builder
+        .with_bucket_name(bucket)
+        .with_retry(object_store::RetryConfig {
+            max_retries: 10,
+            retry_timeout: std::time::Duration::from_secs(300),
+            ..Default::default()
+        })
+        .build()
+        .with_context(|| format!("configuring artifact store {location}"))?;
+    let prefix = prefix.trim_matches('/');
+    let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(
+            s3,
+            StorePath::from(prefix),
+        ))
+    };
+    let url = if prefix.is_empty() {
+        format!("s3://{bucket}")
+    } else {
+        format!("s3://{bucket}/{prefix}")
+    };
+    Ok(ArtifactStore {
+        inner,
+        url,
+        local_root: None,
+    })
 }
 
 fn blob_path(sha256: &str) -> StorePath {

@@ -2,10 +2,20 @@
 //!
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (`initdb` + `postgres`) in a temp folder on a
 //!   free port; [`Postgres::database`] makes a fresh database per test.
+//! - [`S3Server`]: an S3-compatible server (`s3s-fs`) over a temp folder, with one bucket.
 
 mod postgres;
+mod s3;
 
 pub use postgres::Postgres;
+pub use s3::{S3Server, BUCKET};
+
+/// A loopback port nobody listens on now (a server started on it may still lose a race: callers
+/// retry with another).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
 
 /// Whether the tests run in CI (`CI=true`), where a missing server or data set is a failure,
 /// never a skip.

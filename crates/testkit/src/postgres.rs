@@ -63,7 +63,7 @@ impl Postgres {
         // A port nobody listens on now; if the server loses a race for it, try another.
         let mut last_err = None;
         for _ in 0..5 {
-            let port = free_port()?;
+            let port = crate::free_port()?;
             match start_server(&bin, &data, dir.path(), port, owner) {
                 Ok(server) => {
                     return Ok(Postgres {
@@ -232,9 +232,4 @@ fn user_ids(name: &str) -> Result<(u32, u32)> {
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .with_context(|| format!("chown {}", path.display()))
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }

@@ -134,6 +134,11 @@ impl Observer for Progress {
                     crate::commands::short_digest(&digest)
                 ));
             }
+            EngineEvent::StageWaitingForLease { stage } => {
+                self.line(format!(
+                    "  waiting   {stage}: another engine is running the same work"
+                ));
+            }
             EngineEvent::StageRetrying {
                 stage,
                 attempt,

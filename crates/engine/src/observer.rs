@@ -34,6 +34,11 @@ pub enum EngineEvent {
         error: String,
         delay_ms: u64,
     },
+    /// Another engine holds the lease on this stage's work (same fingerprint): this one waits,
+    /// and takes the result from the cache when it lands.
+    StageWaitingForLease {
+        stage: String,
+    },
     StageFinished {
         stage: String,
         status: StageStatus,

@@ -23,6 +23,9 @@ pub struct EngineOptions {
     /// First retry delay; doubles per attempt (capped at a minute), with ±50 % jitter.
     pub retry_base: Duration,
     pub heartbeat: Duration,
+    /// How long a stage's lease outlives the engine's last heartbeat: another engine sharing the
+    /// state takes the work over after that. Must exceed `heartbeat`.
+    pub lease_ttl: Duration,
     /// Attempt working folders go under `work_root/RUN/STAGE/attempt-N`.
     pub work_root: PathBuf,
 }

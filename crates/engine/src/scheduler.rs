@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use leo_spec::InputRef;
-use leo_state::{OutputArtifact, RunStatus, StageCompletion, StageStatus, StageUpdate, State};
+use leo_state::{
+    Lease, OutputArtifact, RunStatus, StageCompletion, StageStatus, StageUpdate, State,
+};
 use leo_store::ArtifactStore;
 use tokio::sync::{mpsc, watch};
 
@@ -240,6 +242,9 @@ struct Scheduler<'a> {
     started: Vec<Option<Instant>>,
     running: usize,
     backing_off: usize,
+    /// Leases held for running attempts (released when they fail; a success releases its lease
+    /// in the transaction that records it).
+    leases: HashMap<usize, Lease>,
     /// Working folders of succeeded attempts, removed when the run ends (deleting them one by
     /// one while the run creates new ones slows some file systems down).
     cleanup: Vec<PathBuf>,
@@ -336,12 +341,17 @@ pub(crate) async fn execute(
         let state = state.clone();
         let run_id = run_id.to_string();
         let every = opts.heartbeat;
+        let ttl = opts.lease_ttl;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 if let Err(e) = state.heartbeat(&run_id).await {
                     tracing::warn!("heartbeat for run {run_id} failed: {e:#}");
+                }
+                let until = leo_state::now_ms() + ttl.as_millis() as i64;
+                if let Err(e) = state.renew_leases(&run_id, until).await {
+                    tracing::warn!("renewing the leases of run {run_id} failed: {e:#}");
                 }
             }
         })
@@ -369,6 +379,7 @@ pub(crate) async fn execute(
         started: vec![None; n],
         running: 0,
         backing_off: 0,
+        leases: HashMap::new(),
         cleanup: Vec::new(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -509,32 +520,7 @@ impl Scheduler<'_> {
             if let Some((from_run, outs)) =
                 lookup_cache(state, self.store, &fp.hash, outputs).await?
             {
-                let fp_json = fp.canonical_json();
-                let arts: Vec<OutputArtifact> = outs
-                    .iter()
-                    .map(|(n, d)| OutputArtifact {
-                        name: n.clone(),
-                        digest: d.clone(),
-                        size: 0,
-                        files: 0,
-                    })
-                    .collect();
-                state
-                    .complete_stage(&StageCompletion {
-                        run_id,
-                        stage: &name,
-                        status: StageStatus::Cached,
-                        attempt_id: None,
-                        cached_from_run: Some(&from_run),
-                        outputs: &arts,
-                        fingerprint: Some((&fp.hash, &fp_json)),
-                    })
-                    .await?;
-                self.observer.on(EngineEvent::StageCached {
-                    stage: name.clone(),
-                    from_run,
-                });
-                self.mark_done(i, fp.hash, outs);
+                self.complete_cached(i, &fp, from_run, outs).await?;
                 return Ok(true);
             }
             self.fingerprints.insert(i, fp);
@@ -548,6 +534,25 @@ impl Scheduler<'_> {
         let Some(grant) = self.pool.try_acquire(&resources) else {
             return Ok(false);
         };
+        // The lease makes this engine the only one running this work (same fingerprint) among
+        // all engines that share the state; whoever else wants it waits for the result.
+        let fp = self.fingerprints[&i].clone();
+        let until = leo_state::now_ms() + self.opts.lease_ttl.as_millis() as i64;
+        let Some(lease) = state.acquire_lease(&fp.hash, run_id, until).await? else {
+            self.pool.release(grant);
+            self.observer
+                .on(EngineEvent::StageWaitingForLease { stage: name });
+            self.wait(i, self.opts.heartbeat, tx);
+            return Ok(true);
+        };
+        // Under the lease, look again: another engine may have finished this work meanwhile.
+        let outputs = &self.checked.plugins[&name].outputs;
+        if let Some((from_run, outs)) = lookup_cache(state, self.store, &fp.hash, outputs).await? {
+            state.release_lease(&lease).await?;
+            self.pool.release(grant);
+            self.complete_cached(i, &fp, from_run, outs).await?;
+            return Ok(true);
+        }
         let number = state.attempt_count(run_id, &name).await? + 1;
         let resume_from = state.latest_checkpoint(run_id, &name).await?;
         let spec = AttemptSpec {
@@ -569,7 +574,9 @@ impl Scheduler<'_> {
             shared_dir: self.opts.work_root.join(run_id).join(SHARED_INPUTS),
             grace: self.opts.grace,
             cancel: cancel.clone(),
+            lease: Some(lease.clone()),
         };
+        self.leases.insert(i, lease);
         self.nodes[i] = Node::Running;
         self.started[i].get_or_insert_with(Instant::now);
         self.running += 1;
@@ -597,6 +604,56 @@ impl Scheduler<'_> {
         Ok(true)
     }
 
+    /// Records a cache hit: the stage's outputs are those of an earlier success.
+    async fn complete_cached(
+        &mut self,
+        i: usize,
+        fp: &Fingerprint,
+        from_run: String,
+        outs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let name = self.order[i].clone();
+        let fp_json = fp.canonical_json();
+        let arts: Vec<OutputArtifact> = outs
+            .iter()
+            .map(|(n, d)| OutputArtifact {
+                name: n.clone(),
+                digest: d.clone(),
+                size: 0,
+                files: 0,
+            })
+            .collect();
+        self.state
+            .complete_stage(&StageCompletion {
+                run_id: self.run_id,
+                stage: &name,
+                status: StageStatus::Cached,
+                attempt_id: None,
+                cached_from_run: Some(&from_run),
+                outputs: &arts,
+                fingerprint: Some((&fp.hash, &fp_json)),
+                lease: None,
+            })
+            .await?;
+        self.observer.on(EngineEvent::StageCached {
+            stage: name,
+            from_run,
+        });
+        self.mark_done(i, fp.hash.clone(), outs);
+        Ok(())
+    }
+
+    /// Parks a stage for `delay`, then makes it ready again (retry backoff, lease waits).
+    fn wait(&mut self, i: usize, delay: Duration, tx: &mpsc::UnboundedSender<Msg>) {
+        self.nodes[i] = Node::Backoff;
+        self.backing_off += 1;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::RetryReady { stage: i });
+        });
+    }
+
     async fn on_finished(
         &mut self,
         i: usize,
@@ -607,9 +664,18 @@ impl Scheduler<'_> {
     ) -> Result<()> {
         let name = self.order[i].clone();
         let seconds = self.started[i].map_or(0.0, |t| t.elapsed().as_secs_f64());
-        match outcome.unwrap_or_else(|e| AttemptOutcome::Failed {
+        let outcome = outcome.unwrap_or_else(|e| AttemptOutcome::Failed {
             error: format!("{e:#}"),
-        }) {
+        });
+        if let Some(lease) = self.leases.remove(&i) {
+            // A success released its lease when it was recorded.
+            if !matches!(outcome, AttemptOutcome::Succeeded { .. }) {
+                if let Err(e) = self.state.release_lease(&lease).await {
+                    tracing::warn!("releasing the lease of stage {name} failed: {e:#}");
+                }
+            }
+        }
+        match outcome {
             AttemptOutcome::Succeeded { outputs } => {
                 let fp = self.fingerprints[&i].hash.clone();
                 let outputs = outputs.into_iter().map(|o| (o.name, o.digest)).collect();
@@ -637,7 +703,6 @@ impl Scheduler<'_> {
                 let retries = self.checked.workflow.stages[&name].retries;
                 if self.failures[i] <= retries && !cancelled {
                     let delay = backoff(self.opts.retry_base, self.failures[i]);
-                    self.nodes[i] = Node::Backoff;
                     record_status(
                         self.state,
                         self.run_id,
@@ -652,12 +717,7 @@ impl Scheduler<'_> {
                         error,
                         delay_ms: delay.as_millis() as u64,
                     });
-                    self.backing_off += 1;
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Msg::RetryReady { stage: i });
-                    });
+                    self.wait(i, delay, tx);
                 } else {
                     self.fail(i, Node::Failed, error, seconds).await?;
                 }

@@ -366,10 +366,66 @@ impl State {
     /// transaction: this row is what makes the outputs visible.
     pub async fn complete_stage(&self, c: &StageCompletion<'_>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = c.lease {
+            fence(&mut tx, lease).await?;
+        }
         write_completion(&mut tx, c).await?;
         tx.commit()
             .await
             .with_context(|| format!("committing outputs of stage {}", c.stage))?;
+        Ok(())
+    }
+
+    // ---- leases -------------------------------------------------------------------------
+
+    /// Takes the lease on `fingerprint` for `holder` until `expires_at` (ms), when it is free,
+    /// expired, or already this holder's; returns it with a new fencing token, or None while
+    /// another holder's lease is live.
+    pub async fn acquire_lease(
+        &self,
+        fingerprint: &str,
+        holder: &str,
+        expires_at: i64,
+    ) -> Result<Option<Lease>> {
+        let token: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO leases (fingerprint, holder, token, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (fingerprint) DO UPDATE
+                SET holder = excluded.holder, token = leases.token + 1,
+                    expires_at = excluded.expires_at
+                WHERE leases.expires_at < $4 OR leases.holder = excluded.holder
+             RETURNING token",
+        )
+        .bind(fingerprint)
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .with_context(|| format!("taking the lease on {fingerprint}"))?;
+        Ok(token.map(|token| Lease {
+            fingerprint: fingerprint.to_string(),
+            token,
+        }))
+    }
+
+    /// Extends every live lease of `holder` to `expires_at`; returns how many.
+    pub async fn renew_leases(&self, holder: &str, expires_at: i64) -> Result<u64> {
+        let done =
+            sqlx::query("UPDATE leases SET expires_at = $2 WHERE holder = $1 AND expires_at > 0")
+                .bind(holder)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives a lease up (a no-op when it was taken over meanwhile).
+    pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE fingerprint = $1 AND token = $2")
+            .bind(&lease.fingerprint)
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -445,8 +501,24 @@ impl State {
         Ok(())
     }
 
+    /// Records how an attempt ended. With a completion under a lease that was taken over
+    /// meanwhile (a stale fencing token), the attempt is recorded as failed, its outputs are not,
+    /// and the call returns an error saying so.
     pub async fn finish_attempt(&self, f: &AttemptFinish<'_>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        let mut lost = None;
+        let mut f = *f;
+        if let Some(lease) = f.completion.and_then(|c| c.lease) {
+            if let Err(e) = fence(&mut tx, lease).await {
+                lost = Some(format!("{e:#}"));
+                f.status = AttemptStatus::Failed;
+                f.completion = None;
+            }
+        }
+        let f = &AttemptFinish {
+            error: lost.as_deref().or(f.error),
+            ..f
+        };
         if let Some((digest, size)) = f.log {
             sqlx::query(
                 "INSERT INTO artifacts (digest, kind, size, files, uri, created_at)
@@ -475,7 +547,10 @@ impl State {
             write_completion(&mut tx, c).await?;
         }
         tx.commit().await?;
-        Ok(())
+        match lost {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(()),
+        }
     }
 
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>> {
@@ -772,6 +847,27 @@ async fn migrate(pool: AnyPool, shown: String) -> Result<State> {
         .await
         .with_context(|| format!("migrating state database {shown}"))?;
     Ok(State { pool, url: shown })
+}
+
+/// Checks that `lease` still holds the current fencing token and releases it, inside the
+/// transaction that records the work done under it. On PostgreSQL the update locks the row until
+/// commit, so no one takes the lease over between the check and the commit.
+async fn fence(tx: &mut sqlx::Transaction<'_, sqlx::Any>, lease: &Lease) -> Result<()> {
+    let done =
+        sqlx::query("UPDATE leases SET expires_at = 0 WHERE fingerprint = $1 AND token = $2")
+            .bind(&lease.fingerprint)
+            .bind(lease.token)
+            .execute(&mut **tx)
+            .await?;
+    if done.rows_affected() != 1 {
+        anyhow::bail!(
+            "the lease on {} was taken over by another engine: fencing token {} is stale, so \
+             this attempt's results are not recorded",
+            lease.fingerprint,
+            lease.token
+        );
+    }
+    Ok(())
 }
 
 async fn write_completion(

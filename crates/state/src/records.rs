@@ -230,6 +230,16 @@ pub struct StageCompletion<'a> {
     pub outputs: &'a [OutputArtifact],
     /// Set when the fingerprint was not recorded before (a cache hit records it here).
     pub fingerprint: Option<(&'a str, &'a str)>,
+    /// The lease the work ran under: the completion is refused unless its token is still the
+    /// current one (fencing), and releases it.
+    pub lease: Option<&'a Lease>,
+}
+
+/// A held lease on a fingerprint, with its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub fingerprint: String,
+    pub token: i64,
 }
 
 pub struct NewAttempt<'a> {
@@ -244,6 +254,7 @@ pub struct NewAttempt<'a> {
     pub fingerprint: Option<(&'a str, &'a str)>,
 }
 
+#[derive(Clone, Copy)]
 pub struct AttemptFinish<'a> {
     pub attempt_id: &'a str,
     pub status: AttemptStatus,

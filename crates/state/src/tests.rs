@@ -27,6 +27,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    leases_fence_out_a_holder_whose_lease_was_taken_over,
     stage_lifecycle_and_cache_lookup,
     running_attempts_of_a_dead_engine_become_lost,
     latest_checkpoint_is_the_highest_step,
@@ -121,6 +122,7 @@ async fn stage_lifecycle_and_cache_lookup(s: State) {
         cached_from_run: None,
         outputs: &outputs,
         fingerprint: None,
+        lease: None,
     })
     .await
     .unwrap();
@@ -226,4 +228,92 @@ async fn unknown_schemes_are_refused_without_echoing_secrets() {
     let msg = format!("{err:#}");
     assert!(msg.contains("postgres://"), "{msg}");
     assert!(!msg.contains("pw@"), "{msg}");
+}
+
+async fn leases_fence_out_a_holder_whose_lease_was_taken_over(s: State) {
+    let id = started_attempt(&s, "train").await;
+    let later = now_ms() + 60_000;
+    let first = s
+        .acquire_lease("fp1", "engine-a", later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.token, 1);
+    // Live and held by another: refused; renewing is the holder's alone.
+    assert!(s
+        .acquire_lease("fp1", "engine-b", later)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(s.renew_leases("engine-a", later + 1).await.unwrap(), 1);
+    assert_eq!(s.renew_leases("engine-b", later + 1).await.unwrap(), 0);
+
+    // engine-a goes silent; its lease runs out and engine-b takes over with a newer token.
+    assert_eq!(s.renew_leases("engine-a", now_ms() - 1).await.unwrap(), 1);
+    let second = s
+        .acquire_lease("fp1", "engine-b", later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.token, 2);
+
+    // engine-a's late write presents token 1: refused, and nothing of it is recorded as done.
+    let outputs = vec![OutputArtifact {
+        name: "model".into(),
+        digest: "sha256:0b".into(),
+        size: 1,
+        files: 1,
+    }];
+    let completion = |lease| StageCompletion {
+        run_id: "r1",
+        stage: "train",
+        status: StageStatus::Succeeded,
+        attempt_id: Some(&id),
+        cached_from_run: None,
+        outputs: &outputs,
+        fingerprint: None,
+        lease: Some(lease),
+    };
+    let stale = completion(&first);
+    let err = s
+        .finish_attempt(&AttemptFinish {
+            attempt_id: &id,
+            status: AttemptStatus::Succeeded,
+            exit_code: Some(0),
+            error: None,
+            log: None,
+            finished_at: now_ms(),
+            completion: Some(&stale),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("fencing token 1 is stale"),
+        "{err:#}"
+    );
+    let attempt = s.get_attempt(&id).await.unwrap().unwrap();
+    assert_eq!(attempt.status, AttemptStatus::Failed);
+    assert!(attempt.error.unwrap().contains("taken over"));
+    assert!(s.stage_outputs("r1", "train").await.unwrap().is_empty());
+    assert!(s.complete_stage(&completion(&first)).await.is_err());
+
+    // The current holder's write goes through and releases the lease; the next taker gets 3.
+    s.complete_stage(&completion(&second)).await.unwrap();
+    assert_eq!(s.stage_outputs("r1", "train").await.unwrap().len(), 1);
+    assert_eq!(s.renew_leases("engine-b", later).await.unwrap(), 0);
+    let third = s
+        .acquire_lease("fp1", "engine-c", later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.token, 3);
+    s.release_lease(&third).await.unwrap();
+    s.release_lease(&second).await.unwrap(); // stale: a no-op
+    assert_eq!(
+        s.acquire_lease("fp1", "engine-a", later)
+            .await
+            .unwrap()
+            .map(|l| l.token),
+        Some(4)
+    );
 }

@@ -37,6 +37,13 @@ pub fn graph(file: &Path, format: GraphFormatArg) -> Result<ExitCode> {
 }
 
 fn engine_options(machine: &MachineArgs, state_loc: &str) -> EngineOptions {
+    // 30 s unless LEO_LEASE_TTL (seconds) says otherwise; heartbeats come three times per TTL
+    // (at most every 2 s).
+    let lease_ttl = std::env::var("LEO_LEASE_TTL")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s >= 0.3)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64);
     let mut detected = Machine::detect();
     if let Some(c) = machine.cpus {
         detected.cpus = c.max(1);
@@ -53,7 +60,8 @@ fn engine_options(machine: &MachineArgs, state_loc: &str) -> EngineOptions {
         machine: detected,
         grace: Duration::from_secs_f64(machine.grace.max(0.0)),
         retry_base: Duration::from_secs_f64(machine.retry_delay.max(0.0)),
-        heartbeat: Duration::from_secs(2),
+        heartbeat: lease_ttl.min(Duration::from_secs(6)) / 3,
+        lease_ttl,
         work_root: std::path::absolute(work_root(state_loc))
             .unwrap_or_else(|_| work_root(state_loc)),
     }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use leo_plugin::{Event, InputArtifact, Invocation, ResumeFrom, PROTOCOL_VERSION};
 use leo_state::{
-    AttemptFinish, AttemptStatus, NewAttempt, OutputArtifact, StageCompletion, StageStatus, State,
+    AttemptFinish, AttemptStatus, Lease, NewAttempt, OutputArtifact, StageCompletion, StageStatus,
+    State,
 };
 use leo_store::ArtifactStore;
 use tokio::sync::watch;
@@ -49,6 +50,8 @@ pub(crate) struct AttemptSpec {
     pub shared_dir: PathBuf,
     pub grace: Duration,
     pub cancel: watch::Receiver<bool>,
+    /// The lease this attempt runs under; its outputs are recorded only while it is current.
+    pub lease: Option<Lease>,
 }
 
 #[derive(Debug)]
@@ -290,6 +293,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             cached_from_run: None,
             outputs,
             fingerprint: None,
+            lease: spec.lease.as_ref(),
         }),
         _ => None,
     };

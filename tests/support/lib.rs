@@ -62,13 +62,21 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let postgres = team_storage().then(|| {
+        Sandbox::with_storage(team_storage())
+    }
+
+    /// A sandbox on team storage (PostgreSQL + S3) whatever `LEO_TEST_STORAGE` says.
+    pub fn team() -> Sandbox {
+        Sandbox::with_storage(true)
+    }
+
+    fn with_storage(team: bool) -> Sandbox {
+        let postgres = team.then(|| {
             let pg = leo_testkit::Postgres::start().expect("a PostgreSQL cluster for the test");
             let url = pg.database().expect("a database");
             (pg, url)
         });
-        let s3 = team_storage()
-            .then(|| leo_testkit::S3Server::start().expect("an S3 server for the test"));
+        let s3 = team.then(|| leo_testkit::S3Server::start().expect("an S3 server for the test"));
         Sandbox {
             postgres,
             s3,

@@ -11,6 +11,22 @@ fn cases() -> Vec<(&'static str, Vec<u8>, usize, &'static str, &'static str)> {
     let s = |body: String| body.into_bytes();
     vec![
         (
+            "literal-credential",
+            s(format!("{h}[stages.a]\n{ok}env = {{ HF_TOKEN = \"hf_abcdef123456\" }}\n")),
+            7,
+            "stages.a.env.HF_TOKEN",
+            "looks like a credential",
+        ),
+        (
+            "secret-in-params",
+            s(format!(
+                "{h}[stages.a]\nplugin = \"shell\"\nparams = {{ run = \"echo ${{secret.X}}\", outputs = [\"out\"] }}\n"
+            )),
+            6,
+            "stages.a.params.run",
+            "only allowed in `env`",
+        ),
+        (
             "syntax-error",
             s(format!("{h}[stages.a]\nplugin = \"shell\n")),
             5,

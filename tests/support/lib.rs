@@ -93,6 +93,13 @@ impl Sandbox {
         }
     }
 
+    /// Every row of the sandbox's PostgreSQL state, as text (team storage only).
+    pub fn dump_state(&self) -> Option<String> {
+        self.postgres
+            .as_ref()
+            .map(|(pg, url)| pg.dump(url).expect("pg_dump of the state"))
+    }
+
     /// The S3 server, on team storage.
     pub fn s3(&self) -> Option<&leo_testkit::S3Server> {
         self.s3.as_ref()

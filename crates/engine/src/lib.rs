@@ -11,6 +11,7 @@ mod plan;
 mod resources;
 mod run;
 mod scheduler;
+mod secrets;
 
 pub use attempt::{format_duration, kill_all_attempts};
 pub use catalog::{Catalog, DescribeError, PluginInfo};
@@ -20,6 +21,7 @@ pub use observer::{EngineEvent, Observer};
 pub use plan::{plan, PlanEntry, PlanStatus};
 pub use resources::Machine;
 pub use run::{engine_is_gone, resume_run, start_run, EngineOptions, RunOutcome};
+pub use secrets::{looks_secret, Secrets};
 
 /// The working folder of one attempt: `WORK_ROOT/RUN/STAGE.N` (stage names have no dots).
 pub fn attempt_dir(

@@ -16,3 +16,4 @@ pub use load::{load_file, load_str, Loaded};
 pub use model::{InputRef, PluginRef, Resources, Stage, Storage, Workflow};
 pub use source::{Source, SpecError};
 pub use units::{parse_duration, parse_memory};
+pub use vars::looks_secret;

@@ -408,13 +408,25 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
                     format!("`{k}` is not a valid environment variable name"),
                 ));
             }
-            let v = sub(
-                &at(&["env", k])
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>(),
-                v,
-            )?;
+            let path = at(&["env", k]);
+            if crate::vars::looks_secret(k) && !v.contains("${secret.") {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                return Err(source.error_at(
+                    &path,
+                    format!(
+                        "`{k}` looks like a credential: write `{k} = \"${{secret.{k}}}\"` and export {k} \
+                         where leo runs (a literal value would be stored with the run)"
+                    ),
+                ));
+            }
+            let v = match vars.substitute_env_str(v) {
+                Ok(toml::Value::String(v)) => v,
+                Ok(other) => other.to_string(),
+                Err(m) => {
+                    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                    return Err(source.error_at(&path, m));
+                }
+            };
             env.insert(k.clone(), v);
         }
 

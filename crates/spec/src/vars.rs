@@ -42,6 +42,39 @@ impl Vars {
     }
 
     pub fn substitute_str(&self, s: &str) -> Result<toml::Value, String> {
+        self.substitute_text(s, false)
+    }
+
+    /// For `env` values: like [`Vars::substitute_str`], and `${secret.NAME}` stays as written.
+    /// The engine puts the value of its own environment variable NAME there when it starts the
+    /// stage, so the secret never reaches the stored workflow, fingerprints or the state.
+    pub fn substitute_env_str(&self, s: &str) -> Result<toml::Value, String> {
+        self.substitute_text(s, true)
+    }
+
+    fn substitute_text(&self, s: &str, keep_secrets: bool) -> Result<toml::Value, String> {
+        let lookup = |name: &str| -> Result<toml::Value, String> {
+            let name = name.trim();
+            if let Some(secret) = name.strip_prefix("secret.") {
+                if !keep_secrets {
+                    return Err(format!(
+                        "`${{secret.{secret}}}` is only allowed in `env` values (secrets never go into params)"
+                    ));
+                }
+                let valid = !secret.is_empty()
+                    && secret
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !secret.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    return Err(format!(
+                        "`${{secret.{secret}}}`: a secret names an environment variable of leo's (letters, digits, _)"
+                    ));
+                }
+                return Ok(toml::Value::String(format!("${{secret.{secret}}}")));
+            }
+            self.lookup(name)
+        };
         if !s.contains("${") {
             return Ok(toml::Value::String(s.to_string()));
         }
@@ -49,7 +82,7 @@ impl Vars {
         if trimmed.starts_with("${") && trimmed.ends_with('}') && trimmed.matches("${").count() == 1
         {
             let name = &trimmed[2..trimmed.len() - 1];
-            return self.lookup(name);
+            return lookup(name);
         }
         let mut out = String::new();
         let mut rest = s;
@@ -59,7 +92,7 @@ impl Vars {
             let end = after
                 .find('}')
                 .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
-            match self.lookup(&after[..end])? {
+            match lookup(&after[..end])? {
                 toml::Value::String(v) => out.push_str(&v),
                 other => out.push_str(&other.to_string()),
             }
@@ -76,7 +109,7 @@ impl Vars {
         }
         let Some(var) = name.strip_prefix("vars.") else {
             return Err(format!(
-                "`${{{name}}}` is not a known variable; use `${{vars.NAME}}` or `${{workflow.dir}}`"
+                "`${{{name}}}` is not a known variable; use `${{vars.NAME}}`, `${{workflow.dir}}` or, in env, `${{secret.NAME}}`"
             ));
         };
         self.values.get(var).cloned().ok_or_else(|| {
@@ -130,5 +163,46 @@ mod tests {
         let err = vars().substitute_str("${vars.nope}").unwrap_err();
         assert!(err.contains("`nope` is not defined"), "{err}");
         assert!(vars().substitute_str("${env.HOME}").is_err());
+    }
+}
+
+/// Whether an environment variable's name says it holds a credential (`…SECRET…`, `…TOKEN…`,
+/// `…PASSWORD…`, `…API_KEY…`, `…_KEY`, `…CREDENTIAL…`): such `env` entries must take their value
+/// from `${secret.NAME}`, and the engine masks such variables of its own environment in logs.
+pub fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    n.contains("SECRET")
+        || n.contains("TOKEN")
+        || n.contains("PASSWORD")
+        || n.contains("PASSWD")
+        || n.contains("API_KEY")
+        || n.ends_with("_KEY")
+        || n.contains("CREDENTIAL")
+}
+
+#[cfg(test)]
+mod secret_name_tests {
+    use super::looks_secret;
+
+    #[test]
+    fn credential_names_are_recognised() {
+        for n in [
+            "AWS_SECRET_ACCESS_KEY",
+            "HF_TOKEN",
+            "OPENAI_API_KEY",
+            "PGPASSWORD",
+            "SSH_KEY",
+        ] {
+            assert!(looks_secret(n), "{n}");
+        }
+        for n in [
+            "PATH",
+            "HOME",
+            "AWS_REGION",
+            "CUDA_VISIBLE_DEVICES",
+            "KEYBOARD",
+        ] {
+            assert!(!looks_secret(n), "{n}");
+        }
     }
 }

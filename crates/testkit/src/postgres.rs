@@ -112,6 +112,30 @@ impl Postgres {
         ))
     }
 
+    /// Every row of the database at `url` (made by [`Postgres::database`]), as `pg_dump` text.
+    pub fn dump(&self, url: &str) -> Result<String> {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let out = as_owner(Command::new(self.bin.join("pg_dump")), self.owner)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+            ])
+            .args(["--data-only", "--no-owner", "-d", name])
+            .output()
+            .context("running pg_dump")?;
+        if !out.status.success() {
+            bail!(
+                "pg_dump {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The folder holding the cluster (its `data/` and `server.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()

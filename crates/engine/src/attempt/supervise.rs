@@ -16,6 +16,7 @@ use tokio::process::Command;
 
 use super::{AttemptSpec, Exit};
 use crate::observer::EngineEvent;
+use crate::secrets::Secrets;
 
 /// At most one progress event per attempt per this interval is written to the database.
 const PROGRESS_RECORD_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,6 +31,9 @@ pub(super) async fn supervise(
 ) -> Result<(Exit, BTreeMap<String, PathBuf>)> {
     let stage_spec = &spec.checked.workflow.stages[&spec.stage];
     let plugin = &spec.checked.plugins[&spec.stage];
+    let mut secrets = Secrets::from_environment();
+    let env = secrets.resolve(&stage_spec.env)?;
+    let secrets = Arc::new(secrets);
     let log = Arc::new(Mutex::new(
         std::fs::File::create(log_path)
             .with_context(|| format!("creating {}", log_path.display()))?,
@@ -43,7 +47,7 @@ pub(super) async fn supervise(
     cmd.args(args)
         .arg(invocation_path)
         .current_dir(&spec.work_dir)
-        .envs(&stage_spec.env)
+        .envs(&env)
         .env(INVOCATION_ENV, invocation_path)
         .env("LEO_RUN_ID", &spec.run_id)
         .env("LEO_STAGE", &spec.stage)
@@ -86,6 +90,7 @@ pub(super) async fn supervise(
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let stderr_task = {
         let log = log.clone();
+        let secrets = secrets.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr);
             let mut buf = Vec::new();
@@ -94,7 +99,7 @@ pub(super) async fn supervise(
                     break;
                 }
                 if let Ok(mut f) = log.lock() {
-                    let _ = f.write_all(&buf);
+                    let _ = f.write_all(&secrets.redact_bytes(&buf));
                 }
                 buf.clear();
             }
@@ -128,7 +133,7 @@ pub(super) async fn supervise(
                         Ok(0) | Err(_) => stdout_open = false,
                         Ok(_) => {
                             if let Ok(mut f) = log.lock() {
-                                let _ = f.write_all(&line);
+                                let _ = f.write_all(&secrets.redact_bytes(&line));
                             }
                             let text = String::from_utf8_lossy(&line).into_owned();
                             line.clear();
@@ -136,7 +141,7 @@ pub(super) async fn supervise(
                             // SIGTERM must not be lost.
                             if let Some(event) = Event::parse_line(&text) {
                                 seq += 1;
-                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut progress, &log)
+                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut progress, &log, &secrets)
                                     .await?;
                             }
                         }
@@ -294,8 +299,9 @@ async fn handle_event(
     reported: &mut BTreeMap<String, PathBuf>,
     progress: &mut ProgressThrottle,
     log: &Mutex<std::fs::File>,
+    secrets: &Secrets,
 ) -> Result<()> {
-    let payload = serde_json::to_string(&event)?;
+    let payload = secrets.redact(&serde_json::to_string(&event)?);
     match event {
         Event::Progress { done, total, unit } => {
             spec.observer.on(EngineEvent::Progress {
@@ -331,7 +337,7 @@ async fn handle_event(
                     );
                     tracing::warn!("stage {}: {}", spec.stage, msg.trim());
                     if let Ok(mut f) = log.lock() {
-                        let _ = f.write_all(msg.as_bytes());
+                        let _ = f.write_all(secrets.redact(&msg).as_bytes());
                     }
                     return Ok(());
                 }

@@ -75,6 +75,11 @@ pub enum Command {
     Lineage {
         /// Artifact digest (`sha256:…`, a unique prefix is enough).
         artifact: String,
+        /// Output: an indented tree, JSON, Graphviz dot, Mermaid, or OpenLineage RunEvents (one
+        /// JSON object per line, one per stage attempt).
+        #[arg(long, value_enum, default_value = "tree")]
+        format: LineageFormat,
+        /// Same as `--format json`.
         #[arg(long)]
         json: bool,
     },
@@ -110,6 +115,15 @@ pub struct MachineArgs {
     /// First retry delay in seconds (doubles per retry, with jitter).
     #[arg(long, default_value_t = 1.0, env = "LEO_RETRY_DELAY", value_parser = seconds)]
     pub retry_delay: f64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineageFormat {
+    Tree,
+    Json,
+    Dot,
+    Mermaid,
+    Openlineage,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

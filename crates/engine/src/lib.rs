@@ -8,6 +8,7 @@ mod check;
 mod fingerprint;
 mod observer;
 mod plan;
+mod provenance;
 mod resources;
 mod run;
 mod scheduler;

@@ -74,6 +74,7 @@ pub async fn start_run(
             engine_host: Some(crate::hostname()),
             engine_pid: Some(i64::from(std::process::id())),
             engine_heartbeat: Some(now),
+            provenance: Some(crate::provenance::capture(workflow_path).to_string()),
         })
         .await?;
     let names: Vec<&str> = checked.workflow.stages.keys().map(String::as_str).collect();

@@ -131,8 +131,9 @@ impl State {
     pub async fn create_run(&self, run: &RunRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO runs (id, workflow_name, workflow_path, spec_json, store_url, status,
-                               created_at, updated_at, engine_host, engine_pid, engine_heartbeat)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $7)",
+                               created_at, updated_at, engine_host, engine_pid, engine_heartbeat,
+                               provenance)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $7, $10)",
         )
         .bind(&run.id)
         .bind(&run.workflow_name)
@@ -143,6 +144,7 @@ impl State {
         .bind(run.created_at)
         .bind(&run.engine_host)
         .bind(run.engine_pid)
+        .bind(&run.provenance)
         .execute(&self.pool)
         .await
         .context("recording the new run")?;

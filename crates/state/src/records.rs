@@ -73,7 +73,7 @@ status_enum!(
 
 pub(crate) const RUN_COLUMNS: &str =
     "id, workflow_name, workflow_path, spec_json, store_url, status, created_at, \
-     updated_at, engine_host, engine_pid, engine_heartbeat";
+     updated_at, engine_host, engine_pid, engine_heartbeat, provenance";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
@@ -89,6 +89,8 @@ pub struct RunRecord {
     pub engine_host: Option<String>,
     pub engine_pid: Option<i64>,
     pub engine_heartbeat: Option<i64>,
+    /// JSON: leo version, git commit and dirty flag of the workflow's repository, host.
+    pub provenance: Option<String>,
 }
 
 impl RunRecord {
@@ -105,6 +107,7 @@ impl RunRecord {
             engine_host: r.try_get("engine_host")?,
             engine_pid: r.try_get("engine_pid")?,
             engine_heartbeat: r.try_get("engine_heartbeat")?,
+            provenance: r.try_get("provenance")?,
         })
     }
 }

@@ -74,6 +74,7 @@ fn run(id: &str) -> RunRecord {
         engine_host: Some("h".into()),
         engine_pid: Some(1),
         engine_heartbeat: None,
+        provenance: None,
     }
 }
 

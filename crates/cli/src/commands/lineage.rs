@@ -8,21 +8,29 @@ use leo_state::State;
 use serde_json::{json, Value};
 
 use super::inspect::short;
+use super::lineage_export as export;
 use super::state_location;
+use crate::cli::LineageFormat;
 
 pub async fn lineage(
     state_flag: Option<String>,
     artifact: &str,
-    json_out: bool,
+    format: LineageFormat,
 ) -> Result<ExitCode> {
     let state = State::open_existing(&state_location(state_flag, None)).await?;
     let digest = resolve(&state, artifact).await?;
     let mut seen = HashSet::new();
     let tree = node(&state, &digest, &mut seen).await?;
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&tree)?);
-    } else {
-        print_tree(&tree, "", true, true);
+    match format {
+        LineageFormat::Tree => print_tree(&tree, "", true, true),
+        LineageFormat::Json => println!("{}", serde_json::to_string_pretty(&tree)?),
+        LineageFormat::Dot => print!("{}", export::dot(&tree)),
+        LineageFormat::Mermaid => print!("{}", export::mermaid(&tree)),
+        LineageFormat::Openlineage => {
+            for event in export::openlineage(&tree) {
+                println!("{}", serde_json::to_string(&event)?);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -75,7 +83,14 @@ fn node<'a>(
             child["name"] = json!(input_name);
             inputs.push(child);
         }
+        let run = state.get_run(&attempt.run_id).await?;
         v["produced_by"] = json!({
+            "workflow": run.as_ref().map(|r| r.workflow_name.clone()),
+            "provenance": run
+                .as_ref()
+                .and_then(|r| r.provenance.as_deref())
+                .and_then(|p| serde_json::from_str::<Value>(p).ok()),
+            "attempt_status": attempt.status.as_str(),
             "run": attempt.run_id,
             "stage": attempt.stage,
             "attempt": attempt.number,

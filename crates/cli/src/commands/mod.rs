@@ -3,6 +3,7 @@
 
 mod inspect;
 mod lineage;
+mod lineage_export;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use leo_engine::Catalog;
 use leo_spec::SpecError;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LineageFormat};
 
 pub const DEFAULT_STATE: &str = ".leo/state.db";
 pub const DEFAULT_STORE: &str = ".leo/store";
@@ -46,7 +47,14 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 attempt,
                 raw,
             } => inspect::logs(state, &run, &stage, attempt, raw).await,
-            Command::Lineage { artifact, json } => lineage::lineage(state, &artifact, json).await,
+            Command::Lineage {
+                artifact,
+                format,
+                json,
+            } => {
+                let format = if json { LineageFormat::Json } else { format };
+                lineage::lineage(state, &artifact, format).await
+            }
             Command::Worker { .. } => unreachable!("handled above"),
         };
         match result {

@@ -112,3 +112,34 @@ fn work_of_a_killed_engine_is_taken_over_when_its_lease_expires() {
     assert_eq!(attempts(&second, "b"), 1);
     assert_eq!(stage(&second, "a")["status"], "cached");
 }
+
+#[test]
+fn a_workflow_completes_with_correct_digests_when_a_fifth_of_store_requests_fail() {
+    let sb = Sandbox::team();
+    let s3 = sb.s3().expect("team storage");
+    let proxy = leo_testkit::FaultyProxy::start(&s3.endpoint(), 0.2, 11).expect("proxy");
+    diamond(&sb, 7, false, false);
+    let out = sb
+        .cmd(&["run", "diamond.toml"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .output()
+        .expect("leo run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = proxy.counts();
+    let injected = c.errors.load(std::sync::atomic::Ordering::Relaxed)
+        + c.resets.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(injected > 0, "no fault was injected: {c:?}");
+
+    // The same workflow on healthy local storage yields the same artifacts.
+    let reference = Sandbox::local();
+    diamond(&reference, 7, false, false);
+    reference.leo_ok(&["run", "diamond.toml"]);
+    assert_eq!(
+        output_digests(&sb.status(None)),
+        output_digests(&reference.status(None))
+    );
+}

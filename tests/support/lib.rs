@@ -65,6 +65,11 @@ impl Sandbox {
         Sandbox::with_storage(team_storage())
     }
 
+    /// A sandbox on local storage (SQLite + a store folder) whatever `LEO_TEST_STORAGE` says.
+    pub fn local() -> Sandbox {
+        Sandbox::with_storage(false)
+    }
+
     /// A sandbox on team storage (PostgreSQL + S3) whatever `LEO_TEST_STORAGE` says.
     pub fn team() -> Sandbox {
         Sandbox::with_storage(true)

@@ -112,3 +112,46 @@ fn urls_with_credentials_are_refused() {
     assert!(!format!("{err:#}").contains("secret@"));
     assert!(ArtifactStore::open("s3:///p").is_err());
 }
+
+#[tokio::test]
+async fn a_fifth_of_requests_failing_is_retried_through() {
+    let server = S3Server::start().expect("s3s-fs");
+    let proxy = leo_testkit::FaultyProxy::start(&server.endpoint(), 0.2, 7).expect("proxy");
+    let store = ArtifactStore::open_with(&server.url("faulty"), &server.env_for(&proxy.endpoint()))
+        .expect("open through the proxy");
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    for i in 0..20 {
+        std::fs::write(
+            src.path().join(format!("small-{i}.txt")),
+            format!("file {i}\n"),
+        )
+        .unwrap();
+    }
+    let (digest, _) = store
+        .put_path(src.path())
+        .await
+        .expect("put despite faults");
+    let out = tempfile::tempdir().unwrap();
+    store
+        .materialise(&digest, &out.path().join("copy"))
+        .await
+        .expect("materialise despite faults");
+    for f in ["a.txt", "sub/big.bin", "small-19.txt"] {
+        assert_eq!(
+            std::fs::read(out.path().join("copy").join(f)).unwrap(),
+            std::fs::read(src.path().join(f)).unwrap()
+        );
+    }
+    let c = proxy.counts();
+    let injected = c.errors.load(std::sync::atomic::Ordering::Relaxed)
+        + c.resets.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(injected >= 3, "only {injected} faults were injected: {c:?}");
+    // The same content through the healthy endpoint has the same digest.
+    let direct = store_on(&server, "direct");
+    assert_eq!(direct.put_path(src.path()).await.unwrap().0, digest);
+}
+
+fn store_on(server: &S3Server, prefix: &str) -> ArtifactStore {
+    store(server, prefix)
+}

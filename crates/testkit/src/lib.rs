@@ -3,10 +3,13 @@
 //! - [`Postgres`]: a throwaway PostgreSQL cluster (`initdb` + `postgres`) in a temp folder on a
 //!   free port; [`Postgres::database`] makes a fresh database per test.
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`) over a temp folder, with one bucket.
+//! - [`FaultyProxy`]: an HTTP proxy that fails a share of requests (500/503, resets, delays).
 
+mod faulty_proxy;
 mod postgres;
 mod s3;
 
+pub use faulty_proxy::{FaultCounts, FaultyProxy};
 pub use postgres::Postgres;
 pub use s3::{S3Server, BUCKET};
 

@@ -37,7 +37,8 @@ test:
     LEO_TEST_STORAGE=team cargo test --locked -p leo-e2e
 
 # Benchmarks, each printing ours vs the peer and the ratio: `just bench engine` (leo vs Snakemake
-# on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers)
+# on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers),
+# `just bench store` (a 2 GB file up to and down from a local S3 server vs rclone)
 bench name *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -51,8 +52,14 @@ bench name *args:
         cargo build --release --locked -p leo-train --example train_step
         "$LEO_TORCH_PYTHON" bench/train_step.py --leo "{{target_dir}}/release/examples/train_step" {{args}}
         ;;
+      store)
+        eval "$(tools/s3-server.sh)"
+        command -v rclone >/dev/null || { echo "bench store needs rclone (Debian: apt-get install rclone)" >&2; exit 2; }
+        cargo build --release --locked -p leo-store --example store_bench
+        python3 bench/store.py --leo "{{target_dir}}/release/examples/store_bench" --s3s-fs "$LEO_S3S_FS" {{args}}
+        ;;
       *)
-        echo "unknown benchmark '{{name}}'; available: engine, train-step" >&2
+        echo "unknown benchmark '{{name}}'; available: engine, train-step, store" >&2
         exit 2
         ;;
     esac

@@ -24,6 +24,9 @@ pub use manifest::{digest_path, stat_signature, FileEntry, Manifest};
 /// Files larger than this are uploaded in parts instead of being read into memory whole.
 const MULTIPART_THRESHOLD: u64 = 32 << 20;
 const PART_SIZE: usize = 8 << 20;
+/// Large blobs download as ranges of this size, this many at a time.
+const RANGE_SIZE: usize = 16 << 20;
+const RANGES_IN_FLIGHT: usize = 4;
 
 #[derive(Clone)]
 pub struct ArtifactStore {
@@ -316,7 +319,7 @@ impl ArtifactStore {
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            self.fetch_blob(&entry.sha256, &target)
+            self.fetch_blob(&entry.sha256, entry.size, &target)
                 .await
                 .with_context(|| format!("artifact {digest}, file {}", entry.path))?;
         }
@@ -340,25 +343,55 @@ impl ArtifactStore {
         Ok(bytes.to_vec())
     }
 
-    async fn fetch_blob(&self, sha256: &str, target: &Path) -> Result<()> {
-        let result = self
-            .inner
-            .get(&blob_path(sha256))
-            .await
-            .with_context(|| format!("blob {sha256} is missing from {}", self.url))?;
+    /// Downloads a blob to `target`, checking its hash on the way: small blobs in one request,
+    /// large ones as ranges fetched [`RANGES_IN_FLIGHT`] at a time and written in order (memory
+    /// stays at that many ranges, whatever the size). The file appears under its name only once
+    /// its hash is right.
+    async fn fetch_blob(&self, sha256: &str, size: u64, target: &Path) -> Result<()> {
+        let location = blob_path(sha256);
         let tmp = target.with_extension("leo-partial");
         let mut file = tokio::fs::File::create(&tmp)
             .await
             .with_context(|| format!("creating {}", tmp.display()))?;
         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        let mut stream = result.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            sha2::Digest::update(&mut hasher, &chunk);
-            file.write_all(&chunk).await?;
+        let written: Result<()> = async {
+            if size <= MULTIPART_THRESHOLD {
+                let result = self
+                    .inner
+                    .get(&location)
+                    .await
+                    .with_context(|| format!("blob {sha256} is missing from {}", self.url))?;
+                let mut stream = result.into_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    sha2::Digest::update(&mut hasher, &chunk);
+                    file.write_all(&chunk).await?;
+                }
+            } else {
+                let ranges = (0..size)
+                    .step_by(RANGE_SIZE)
+                    .map(|start| start..(start + RANGE_SIZE as u64).min(size));
+                let mut parts = futures::stream::iter(ranges.map(|r| {
+                    let location = location.clone();
+                    async move { self.inner.get_range(&location, r).await }
+                }))
+                .buffered(RANGES_IN_FLIGHT);
+                while let Some(part) = parts.next().await {
+                    let part =
+                        part.with_context(|| format!("reading blob {sha256} from {}", self.url))?;
+                    sha2::Digest::update(&mut hasher, &part);
+                    file.write_all(&part).await?;
+                }
+            }
+            file.flush().await?;
+            Ok(())
         }
-        file.flush().await?;
+        .await;
         drop(file);
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
         let got = hex::encode(sha2::Digest::finalize(hasher));
         if got != sha256 {
             let _ = tokio::fs::remove_file(&tmp).await;

@@ -71,6 +71,27 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Re-read every file of an artifact from the store and check its hash.
+    Verify {
+        /// Artifact digest (`sha256:…`, a unique prefix is enough).
+        artifact: String,
+        /// The store (default: the latest run's).
+        #[arg(long, env = "LEO_STORE_URL")]
+        store: Option<String>,
+    },
+    /// Find (and with --delete remove) store objects that no artifact recorded in the state
+    /// needs: manifests of unrecorded artifacts, blobs no recorded manifest lists.
+    Gc {
+        /// Remove them (default: only report).
+        #[arg(long)]
+        delete: bool,
+        /// Leave objects younger than this alone (uploads in progress).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        min_age: std::time::Duration,
+        /// The store (default: the latest run's).
+        #[arg(long, env = "LEO_STORE_URL")]
+        store: Option<String>,
+    },
     /// Trace an artifact back through the stages and inputs that made it.
     Lineage {
         /// Artifact digest (`sha256:…`, a unique prefix is enough).

@@ -790,6 +790,14 @@ impl State {
         row.map(|r| ArtifactRecord::from_row(&r)).transpose()
     }
 
+    /// Every artifact the state records (outputs, logs, checkpoints, external inputs).
+    pub async fn all_artifacts(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT digest FROM artifacts")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
+    }
+
     /// Digests starting with `prefix` (so users can type a short id).
     pub async fn artifacts_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(

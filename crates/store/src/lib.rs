@@ -7,6 +7,7 @@
 //! An artifact exists once its manifest exists; the engine additionally records it in the
 //! state database in the same transaction that marks the producing stage done.
 
+mod maintenance;
 mod manifest;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 use tokio::io::AsyncWriteExt;
 
+pub use maintenance::{Garbage, VerifyReport};
 pub use manifest::{digest_path, stat_signature, FileEntry, Manifest};
 
 /// Files larger than this are uploaded in parts instead of being read into memory whole.

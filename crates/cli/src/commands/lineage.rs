@@ -35,7 +35,7 @@ pub async fn lineage(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn resolve(state: &State, text: &str) -> Result<String> {
+pub(super) async fn resolve(state: &State, text: &str) -> Result<String> {
     let prefix = if text.starts_with("sha256:") {
         text.to_string()
     } else {

@@ -5,6 +5,7 @@ mod inspect;
 mod lineage;
 mod lineage_export;
 mod run;
+mod upkeep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,6 +48,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 attempt,
                 raw,
             } => inspect::logs(state, &run, &stage, attempt, raw).await,
+            Command::Verify { artifact, store } => upkeep::verify(state, &artifact, store).await,
+            Command::Gc {
+                delete,
+                min_age,
+                store,
+            } => upkeep::gc(state, delete, min_age, store).await,
             Command::Lineage {
                 artifact,
                 format,

@@ -122,4 +122,51 @@ fn lineage_reaches_every_upstream_attempt_with_params_and_code_version() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The same lineage from the store's .leo-artifact.json records alone, without the database.
+    let store_url = status["run"]["store_url"]
+        .as_str()
+        .expect("store url")
+        .to_string();
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(sb.path().join(".leo").join(f));
+    }
+    let from_store = sb
+        .cmd(&[
+            "lineage",
+            &report,
+            "--from-store",
+            &store_url,
+            "--format",
+            "json",
+        ])
+        .env("LEO_STATE_URL", "/nonexistent/state.db")
+        .output()
+        .expect("lineage --from-store");
+    assert!(
+        from_store.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_store.stderr)
+    );
+    let from_store: Value = serde_json::from_slice(&from_store.stdout).expect("json");
+    let mut again = Vec::new();
+    producers(&from_store, &mut again);
+    let key = |p: &Value| {
+        (
+            p["stage"].as_str().unwrap_or("?").to_string(),
+            p["code"]["params"]["run"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+            p["provenance"]["git"]["commit"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        )
+    };
+    let mut a: Vec<_> = found.iter().map(key).collect();
+    let mut b: Vec<_> = again.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "lineage from the store differs from the database's");
 }

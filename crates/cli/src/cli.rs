@@ -103,6 +103,10 @@ pub enum Command {
         /// Same as `--format json`.
         #[arg(long)]
         json: bool,
+        /// Read lineage from the `.leo-artifact.json` records in this store instead of the state
+        /// database (the full digest is needed then).
+        #[arg(long)]
+        from_store: Option<String>,
     },
     /// Run one attempt of a built-in plugin (used by the engine).
     #[command(hide = true)]

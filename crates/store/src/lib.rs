@@ -285,6 +285,49 @@ impl ArtifactStore {
         }
     }
 
+    /// Stores `record` as `records/sha256/<hex>/<id>.leo-artifact.json`: a self-describing
+    /// account of how the artifact was made, kept beside it so lineage survives without the
+    /// state database. One artifact may have several (the same content made twice).
+    pub async fn put_record(&self, digest: &str, id: &str, record: &[u8]) -> Result<()> {
+        let hex = digest_hex(digest)?;
+        let id: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let location = StorePath::from(format!("records/sha256/{hex}/{id}.leo-artifact.json"));
+        self.inner
+            .put(&location, PutPayload::from(record.to_vec()))
+            .await
+            .with_context(|| format!("writing the record of {digest} to {}", self.url))?;
+        Ok(())
+    }
+
+    /// The `.leo-artifact.json` records of an artifact, oldest name first.
+    pub async fn records(&self, digest: &str) -> Result<Vec<Vec<u8>>> {
+        let hex = digest_hex(digest)?;
+        let prefix = StorePath::from(format!("records/sha256/{hex}"));
+        let mut names = Vec::new();
+        let mut list = self.inner.list(Some(&prefix));
+        while let Some(meta) = list.next().await {
+            names.push(
+                meta.with_context(|| format!("listing records in {}", self.url))?
+                    .location,
+            );
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            out.push(self.inner.get(&n).await?.bytes().await?.to_vec());
+        }
+        Ok(out)
+    }
+
     /// Whether the artifact's manifest is in the store.
     pub async fn exists(&self, digest: &str) -> Result<bool> {
         self.exists_at(&manifest_path(digest)?).await

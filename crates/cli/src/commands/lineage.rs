@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use leo_state::State;
+use leo_store::ArtifactStore;
 use serde_json::{json, Value};
 
 use super::inspect::short;
@@ -16,11 +17,27 @@ pub async fn lineage(
     state_flag: Option<String>,
     artifact: &str,
     format: LineageFormat,
+    from_store: Option<String>,
 ) -> Result<ExitCode> {
-    let state = State::open_existing(&state_location(state_flag, None)).await?;
-    let digest = resolve(&state, artifact).await?;
-    let mut seen = HashSet::new();
-    let tree = node(&state, &digest, &mut seen).await?;
+    let tree = match from_store {
+        Some(url) => {
+            let store = ArtifactStore::open(&url)?;
+            if !artifact.starts_with("sha256:") || artifact.len() != 71 {
+                bail!("--from-store needs the full digest (sha256: and 64 hex digits)");
+            }
+            if !store.exists(artifact).await? {
+                bail!("no artifact {artifact} in {}", store.url());
+            }
+            let mut seen = HashSet::new();
+            record_node(&store, artifact, None, &mut seen).await?
+        }
+        None => {
+            let state = State::open_existing(&state_location(state_flag, None)).await?;
+            let digest = resolve(&state, artifact).await?;
+            let mut seen = HashSet::new();
+            node(&state, &digest, &mut seen).await?
+        }
+    };
     match format {
         LineageFormat::Tree => print_tree(&tree, "", true, true),
         LineageFormat::Json => println!("{}", serde_json::to_string_pretty(&tree)?),
@@ -101,6 +118,49 @@ fn node<'a>(
             "finished_at": attempt.finished_at,
             "code": plugin,
         });
+        v["inputs"] = Value::Array(inputs);
+        Ok(v)
+    })
+}
+
+/// Like [`node`], from the artifacts' `.leo-artifact.json` records in the store.
+fn record_node<'a>(
+    store: &'a ArtifactStore,
+    digest: &'a str,
+    uri: Option<&'a str>,
+    seen: &'a mut HashSet<String>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value>> + Send + 'a>> {
+    Box::pin(async move {
+        let mut v = json!({ "artifact": digest });
+        if let Some(uri) = uri {
+            v["uri"] = json!(uri);
+        }
+        if !seen.insert(digest.to_string()) {
+            v["repeated"] = json!(true);
+            return Ok(v);
+        }
+        let records = store.records(digest).await?;
+        let Some(record) = records
+            .first()
+            .and_then(|r| serde_json::from_slice::<Value>(r).ok())
+        else {
+            return Ok(v);
+        };
+        let mut produced = record["produced_by"].clone();
+        produced["as"] = json!("output");
+        produced["name"] = record["output"].clone();
+        v["kind"] = json!("output");
+        let mut inputs = Vec::new();
+        for input in record["inputs"].as_array().into_iter().flatten() {
+            let Some(d) = input["digest"].as_str() else {
+                continue;
+            };
+            let mut child = record_node(store, d, input["uri"].as_str(), seen).await?;
+            child["relation"] = json!("input");
+            child["name"] = input["name"].clone();
+            inputs.push(child);
+        }
+        v["produced_by"] = produced;
         v["inputs"] = Value::Array(inputs);
         Ok(v)
     })

@@ -58,9 +58,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 artifact,
                 format,
                 json,
+                from_store,
             } => {
                 let format = if json { LineageFormat::Json } else { format };
-                lineage::lineage(state, &artifact, format).await
+                lineage::lineage(state, &artifact, format, from_store).await
             }
             Command::Worker { .. } => unreachable!("handled above"),
         };

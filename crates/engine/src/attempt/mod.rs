@@ -182,6 +182,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         })
         .collect();
     let host = crate::hostname();
+    let started_at = leo_state::now_ms();
     let attempt_id = spec
         .state
         .start_attempt(&NewAttempt {
@@ -308,7 +309,81 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             completion: completion.as_ref(),
         })
         .await?;
+    if let AttemptOutcome::Succeeded { outputs } = &outcome {
+        // Lineage that survives without the database: a record beside each output in the store.
+        if let Err(e) =
+            record_artifacts(&spec, &attempt_id, &host, started_at, ended_at, outputs).await
+        {
+            tracing::warn!(
+                "stage {}: writing artifact records failed: {e:#}",
+                spec.stage
+            );
+        }
+    }
     Ok(outcome)
+}
+
+/// Writes a `.leo-artifact.json` record for each output: what made it (workflow, run, stage,
+/// attempt, plugin, params, fingerprint, code provenance, host, times) and from which inputs.
+async fn record_artifacts(
+    spec: &AttemptSpec,
+    attempt_id: &str,
+    host: &str,
+    started_at: i64,
+    finished_at: i64,
+    outputs: &[OutputArtifact],
+) -> Result<()> {
+    let fingerprint: serde_json::Value =
+        serde_json::from_str(&spec.fingerprint.1).unwrap_or_default();
+    let provenance = spec
+        .state
+        .get_run(&spec.run_id)
+        .await?
+        .and_then(|r| r.provenance)
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok());
+    let inputs: Vec<serde_json::Value> = spec
+        .inputs
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "name": i.name,
+                "digest": i.digest,
+                "uri": i.external.as_ref().map(|(uri, _)| uri),
+            })
+        })
+        .collect();
+    for out in outputs {
+        let record = serde_json::json!({
+            "leo_artifact": 1,
+            "artifact": out.digest,
+            "output": out.name,
+            "produced_by": {
+                "workflow": spec.checked.workflow.name,
+                "run": spec.run_id,
+                "stage": spec.stage,
+                "attempt": spec.number,
+                "attempt_id": attempt_id,
+                "host": host,
+                "started_at": started_at,
+                "finished_at": finished_at,
+                "fingerprint": spec.fingerprint.0,
+                "code": { "plugin": fingerprint["plugin"], "params": fingerprint["params"] },
+                "provenance": provenance,
+                "resumed_from": spec.resume_from.as_ref().map(|(d, step)| {
+                    serde_json::json!({ "checkpoint": d, "step": step })
+                }),
+            },
+            "inputs": inputs,
+        });
+        spec.store
+            .put_record(
+                &out.digest,
+                attempt_id,
+                &serde_json::to_vec_pretty(&record)?,
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Stores every declared output. A missing `output` event is tolerated when `out/NAME` exists.

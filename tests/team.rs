@@ -143,3 +143,58 @@ fn a_workflow_completes_with_correct_digests_when_a_fifth_of_store_requests_fail
         output_digests(&reference.status(None))
     );
 }
+
+#[test]
+fn an_upload_killed_midway_leaves_no_visible_artifact() {
+    let workflow = r#"[workflow]
+name = "big"
+
+[stages.big]
+plugin = "shell"
+params = { outputs = ["data"], run = "head -c 100000000 /dev/zero | tr '\\0' x > $LEO_OUTPUT_DATA/data.bin" }
+"#;
+    // The digest the output will have, from a run on local storage.
+    let reference = Sandbox::local();
+    reference.write("big.toml", workflow);
+    reference.leo_ok(&["run", "big.toml"]);
+    let digest = stage(&reference.status(None), "big")["outputs"]["data"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+
+    let sb = Sandbox::team();
+    sb.write("big.toml", workflow);
+    let s3 = sb.s3().expect("team storage");
+    let proxy =
+        leo_testkit::FaultyProxy::slow(&s3.endpoint(), Duration::from_millis(150)).expect("proxy");
+    let mut engine = sb
+        .cmd(&["run", "big.toml"])
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn leo");
+    wait_until("two parts of the upload to land", WAIT, || {
+        proxy
+            .counts()
+            .parts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    });
+    sigkill(&mut engine);
+
+    let manifest = sb
+        .store_root()
+        .join(format!("manifests/sha256/{}.json", &digest[7..]));
+    assert!(!manifest.exists(), "a half-uploaded artifact is visible");
+    let run_id = runs(&sb).pop().expect("the killed run");
+    let status = sb.status(Some(&run_id));
+    assert!(stage(&status, "big")["outputs"]["data"].is_null());
+
+    // Resume stores it whole; it verifies.
+    sb.leo_ok(&["resume", &run_id]);
+    let status = sb.status(Some(&run_id));
+    assert_eq!(stage(&status, "big")["outputs"]["data"], digest.as_str());
+    assert!(manifest.exists());
+    assert!(sb.leo_ok(&["verify", &digest]).contains("intact"));
+}

@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 #[derive(Debug, Default)]
 pub struct FaultCounts {
     pub forwarded: AtomicU64,
+    /// Parts of multipart uploads (`PUT …?partNumber=`) forwarded.
+    pub parts: AtomicU64,
     pub errors: AtomicU64,
     pub resets: AtomicU64,
     pub delayed: AtomicU64,
@@ -38,6 +40,21 @@ impl FaultyProxy {
     /// (half answered 500/503, a quarter reset, a quarter delayed by 200 ms then forwarded).
     /// Runs on a thread of its own, so it serves async and blocking tests alike.
     pub fn start(upstream: &str, fail_share: f64, seed: u64) -> Result<FaultyProxy> {
+        FaultyProxy::start_with(upstream, fail_share, seed, None)
+    }
+
+    /// A proxy that fails nothing and delays every request by `delay` (a slow link, so a test
+    /// can act while an upload is under way).
+    pub fn slow(upstream: &str, delay: Duration) -> Result<FaultyProxy> {
+        FaultyProxy::start_with(upstream, 0.0, 0, Some(delay))
+    }
+
+    fn start_with(
+        upstream: &str,
+        fail_share: f64,
+        seed: u64,
+        always_delay: Option<Duration>,
+    ) -> Result<FaultyProxy> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
@@ -76,6 +93,9 @@ impl FaultyProxy {
                                 (counts.clone(), client.clone(), upstream.clone());
                             let roll = next(&rng);
                             async move {
+                                if let Some(d) = always_delay {
+                                    tokio::time::sleep(d).await;
+                                }
                                 handle(req, roll, fail_share, &counts, &client, &upstream).await
                             }
                         });
@@ -157,6 +177,8 @@ async fn handle(
         counts.delayed.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let is_part = req.method() == hyper::Method::PUT
+        && req.uri().query().is_some_and(|q| q.contains("partNumber="));
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -172,6 +194,9 @@ async fn handle(
     match client.request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             counts.forwarded.fetch_add(1, Ordering::Relaxed);
+            if is_part {
+                counts.parts.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(resp.map(|b| b.boxed()))
         }
         Err(_) => Err(Reset),

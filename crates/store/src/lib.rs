@@ -9,6 +9,7 @@
 
 mod maintenance;
 mod manifest;
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,13 +62,13 @@ impl ArtifactStore {
     /// Like [`open`](Self::open), with S3 settings (`AWS_*` names, as in the environment) that
     /// take precedence over the environment's.
     pub fn open_with(location: &str, settings: &[(&str, String)]) -> Result<ArtifactStore> {
-        if let Some(rest) = location.strip_prefix("s3://") {
-            return open_s3(location, rest, settings);
+        if let Some(store) = remote::open(location, settings)? {
+            return Ok(store);
         }
         let path = if let Some(rest) = location.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if location.contains("://") {
-            bail!("artifact store `{location}`: not a local folder, file:// or s3:// URL")
+            bail!("artifact store `{location}`: not a local folder, file://, s3://, gs:// or az:// URL")
         } else {
             PathBuf::from(location)
         };
@@ -450,52 +451,6 @@ impl ArtifactStore {
             .with_context(|| format!("moving {} into place", target.display()))?;
         Ok(())
     }
-}
-
-fn open_s3(location: &str, rest: &str, settings: &[(&str, String)]) -> Result<ArtifactStore> {
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.contains('@') || bucket.contains(':') {
-        bail!("artifact store: an s3:// URL must not carry credentials (they come from the AWS environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)");
-    }
-    if bucket.is_empty() || location.contains('?') {
-        bail!("artifact store `{location}`: expected s3://BUCKET[/PREFIX]");
-    }
-    let mut builder = object_store::aws::AmazonS3Builder::from_env();
-    for (key, value) in settings {
-        let key: object_store::aws::AmazonS3ConfigKey = key
-            .to_ascii_lowercase()
-            .parse()
-            .with_context(|| format!("unknown S3 setting {key}"))?;
-        builder = builder.with_config(key, value);
-    }
-    let s3 = builder
-        .with_bucket_name(bucket)
-        .with_retry(object_store::RetryConfig {
-            max_retries: 10,
-            retry_timeout: std::time::Duration::from_secs(300),
-            ..Default::default()
-        })
-        .build()
-        .with_context(|| format!("configuring artifact store {location}"))?;
-    let prefix = prefix.trim_matches('/');
-    let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(object_store::prefix::PrefixStore::new(
-            s3,
-            StorePath::from(prefix),
-        ))
-    };
-    let url = if prefix.is_empty() {
-        format!("s3://{bucket}")
-    } else {
-        format!("s3://{bucket}/{prefix}")
-    };
-    Ok(ArtifactStore {
-        inner,
-        url,
-        local_root: None,
-    })
 }
 
 fn blob_path(sha256: &str) -> StorePath {

@@ -170,3 +170,47 @@ fn lineage_reaches_every_upstream_attempt_with_params_and_code_version() {
     b.sort();
     assert_eq!(a, b, "lineage from the store differs from the database's");
 }
+
+#[test]
+fn what_a_stage_reports_about_its_environment_is_in_its_lineage() {
+    let sb = Sandbox::new();
+    sb.write(
+        "env.toml",
+        r#"[workflow]
+name = "env"
+
+[stages.train]
+plugin = "shell"
+params = { outputs = ["model"], run = """
+echo '{"event": "environment", "facts": {"libtorch": "2.11.0", "world_size": 2}}'
+echo '{"event": "environment", "facts": {"cuda": null}}'
+echo weights > $LEO_OUTPUT_MODEL/w.bin
+""" }
+"#,
+    );
+    sb.leo_ok(&["run", "env.toml"]);
+    let status = sb.status(None);
+    let model = stage(&status, "train")["outputs"]["model"]
+        .as_str()
+        .expect("model")
+        .to_string();
+    let store_url = status["run"]["store_url"]
+        .as_str()
+        .expect("store")
+        .to_string();
+    let from_db = sb.leo_json(&["lineage", &model, "--format", "json"]);
+    let from_store = sb.leo_json(&[
+        "lineage",
+        &model,
+        "--from-store",
+        &store_url,
+        "--format",
+        "json",
+    ]);
+    for tree in [&from_db, &from_store] {
+        let env = &tree["produced_by"]["environment"];
+        assert_eq!(env["libtorch"], "2.11.0", "{tree}");
+        assert_eq!(env["world_size"], 2, "{tree}");
+        assert!(env.get("cuda").is_some_and(Value::is_null), "{tree}");
+    }
+}

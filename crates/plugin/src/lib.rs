@@ -100,6 +100,11 @@ pub enum Event {
         level: String,
         message: String,
     },
+    /// Facts about where the work ran that belong in lineage: library and driver versions
+    /// (`libtorch`, `cuda`, `nccl`), `world_size`, GPU model… Later reports add to earlier ones.
+    Environment {
+        facts: std::collections::BTreeMap<String, serde_json::Value>,
+    },
 }
 
 fn info() -> String {

@@ -210,6 +210,7 @@ pub fn openlineage(tree: &Value) -> Vec<Value> {
                         "plugin": p["code"]["plugin"],
                         "params": p["code"]["params"],
                         "provenance": p["provenance"],
+                        "environment": p["environment"],
                     },
                 },
             },

@@ -341,6 +341,16 @@ async fn record_artifacts(
         .await?
         .and_then(|r| r.provenance)
         .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok());
+    let mut environment = serde_json::Map::new();
+    for (kind, payload) in spec.state.events(attempt_id).await? {
+        if kind == "environment" {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&payload) {
+                for (k, fact) in v["facts"].as_object().into_iter().flatten() {
+                    environment.insert(k.clone(), fact.clone());
+                }
+            }
+        }
+    }
     let inputs: Vec<serde_json::Value> = spec
         .inputs
         .iter()
@@ -369,6 +379,7 @@ async fn record_artifacts(
                 "fingerprint": spec.fingerprint.0,
                 "code": { "plugin": fingerprint["plugin"], "params": fingerprint["params"] },
                 "provenance": provenance,
+                "environment": environment,
                 "resumed_from": spec.resume_from.as_ref().map(|(d, step)| {
                     serde_json::json!({ "checkpoint": d, "step": step })
                 }),

@@ -373,6 +373,11 @@ async fn handle_event(
                 .record_event(attempt_id, seq, "log", &payload)
                 .await?;
         }
+        Event::Environment { .. } => {
+            spec.state
+                .record_event(attempt_id, seq, "environment", &payload)
+                .await?;
+        }
     }
     Ok(())
 }

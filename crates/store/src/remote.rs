@@ -213,7 +213,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.url(), "s3://bucket/a/b");
         for bad in ["s3://key:secret@bucket/p", "gs://", "az://c?sig=x"] {
-            let err = open(bad, &[]).err().expect(bad);
+            let err = open(bad, &[]).expect_err(bad);
             assert!(!format!("{err:#}").contains("secret@"), "{err:#}");
         }
     }

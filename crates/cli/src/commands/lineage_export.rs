@@ -49,8 +49,11 @@ fn attempt_label(p: &Value) -> String {
     )
 }
 
+/// Graph nodes as (id, label), and edges as (from, to).
+type Graph = (Vec<(String, String)>, BTreeSet<(String, String)>);
+
 /// Edges artifact -> attempt (input) and attempt -> artifact (output), deduplicated.
-fn edges(tree: &Value) -> (Vec<(String, String)>, BTreeSet<(String, String)>) {
+fn edges(tree: &Value) -> Graph {
     let mut nodes = Vec::new();
     walk(tree, &mut nodes);
     let mut labels = Vec::new();

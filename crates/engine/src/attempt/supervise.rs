@@ -21,6 +21,20 @@ use crate::secrets::Secrets;
 /// At most one progress event per attempt per this interval is written to the database.
 const PROGRESS_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The attempt's log file. Everything written to it is masked for secrets first.
+struct LogSink {
+    file: Mutex<std::fs::File>,
+    secrets: Secrets,
+}
+
+impl LogSink {
+    fn write(&self, bytes: &[u8]) {
+        if let Ok(mut f) = self.file.lock() {
+            let _ = f.write_all(&self.secrets.redact_bytes(bytes));
+        }
+    }
+}
+
 /// Runs the worker process to its end, handling events, timeout and cancellation.
 pub(super) async fn supervise(
     spec: &AttemptSpec,
@@ -33,11 +47,13 @@ pub(super) async fn supervise(
     let plugin = &spec.checked.plugins[&spec.stage];
     let mut secrets = Secrets::from_environment();
     let env = secrets.resolve(&stage_spec.env)?;
-    let secrets = Arc::new(secrets);
-    let log = Arc::new(Mutex::new(
-        std::fs::File::create(log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?,
-    ));
+    let log = Arc::new(LogSink {
+        file: Mutex::new(
+            std::fs::File::create(log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?,
+        ),
+        secrets,
+    });
 
     let (program, args) = plugin
         .command
@@ -90,7 +106,6 @@ pub(super) async fn supervise(
     let stdout = child.stdout.take().context("no stdout pipe")?;
     let stderr_task = {
         let log = log.clone();
-        let secrets = secrets.clone();
         tokio::spawn(async move {
             let mut reader = BufReader::new(stderr);
             let mut buf = Vec::new();
@@ -98,9 +113,7 @@ pub(super) async fn supervise(
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut f) = log.lock() {
-                    let _ = f.write_all(&secrets.redact_bytes(&buf));
-                }
+                log.write(&buf);
                 buf.clear();
             }
         })
@@ -132,16 +145,14 @@ pub(super) async fn supervise(
                     match read {
                         Ok(0) | Err(_) => stdout_open = false,
                         Ok(_) => {
-                            if let Ok(mut f) = log.lock() {
-                                let _ = f.write_all(&secrets.redact_bytes(&line));
-                            }
+                            log.write(&line);
                             let text = String::from_utf8_lossy(&line).into_owned();
                             line.clear();
                             // Events are read while stopping too: a checkpoint written on
                             // SIGTERM must not be lost.
                             if let Some(event) = Event::parse_line(&text) {
                                 seq += 1;
-                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut progress, &log, &secrets)
+                                handle_event(spec, attempt_id, seq, event, &mut reported, &mut progress, &log)
                                     .await?;
                             }
                         }
@@ -298,10 +309,9 @@ async fn handle_event(
     event: Event,
     reported: &mut BTreeMap<String, PathBuf>,
     progress: &mut ProgressThrottle,
-    log: &Mutex<std::fs::File>,
-    secrets: &Secrets,
+    log: &LogSink,
 ) -> Result<()> {
-    let payload = secrets.redact(&serde_json::to_string(&event)?);
+    let payload = log.secrets.redact(&serde_json::to_string(&event)?);
     match event {
         Event::Progress { done, total, unit } => {
             spec.observer.on(EngineEvent::Progress {
@@ -336,9 +346,7 @@ async fn handle_event(
                         path.display()
                     );
                     tracing::warn!("stage {}: {}", spec.stage, msg.trim());
-                    if let Ok(mut f) = log.lock() {
-                        let _ = f.write_all(secrets.redact(&msg).as_bytes());
-                    }
+                    log.write(msg.as_bytes());
                     return Ok(());
                 }
             };

@@ -20,13 +20,19 @@ fn verify_finds_a_corrupted_file_and_gc_removes_only_orphans() {
     let ok = sb.leo_ok(&["verify", &report[..19]]);
     assert!(ok.contains("intact (1 files"), "{ok}");
 
-    // Orphans: a manifest and a blob no recorded artifact mentions (an upload that died).
+    // Orphans: a manifest, a blob and a record no recorded artifact mentions (an upload that
+    // died).
     let root = sb.store_root();
     let orphan_blob = root.join(format!("blobs/sha256/ee/{}", "e".repeat(64)));
     let orphan_manifest = root.join(format!("manifests/sha256/{}.json", "f".repeat(64)));
+    let orphan_record = root.join(format!(
+        "records/sha256/{}/x.leo-artifact.json",
+        "f".repeat(64)
+    ));
     for (p, body) in [
         (&orphan_blob, "lost bytes"),
         (&orphan_manifest, "{\"files\":[]}"),
+        (&orphan_record, "{}"),
     ] {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, body).unwrap();
@@ -35,7 +41,7 @@ fn verify_finds_a_corrupted_file_and_gc_removes_only_orphans() {
     assert!(sb.leo_ok(&["gc"]).contains("nothing to collect"));
     let dry = sb.leo_ok(&["gc", "--min-age", "0s"]);
     assert!(
-        dry.contains("would remove 1 manifests and 1 blobs"),
+        dry.contains("would remove 1 manifests, 1 blobs and 1 records"),
         "{dry}"
     );
     assert!(
@@ -43,8 +49,11 @@ fn verify_finds_a_corrupted_file_and_gc_removes_only_orphans() {
         "a dry run removed something"
     );
     let done = sb.leo_ok(&["gc", "--delete", "--min-age", "0s"]);
-    assert!(done.contains("removed 1 manifests and 1 blobs"), "{done}");
-    assert!(!orphan_blob.exists() && !orphan_manifest.exists());
+    assert!(
+        done.contains("removed 1 manifests, 1 blobs and 1 records"),
+        "{done}"
+    );
+    assert!(!orphan_blob.exists() && !orphan_manifest.exists() && !orphan_record.exists());
     assert!(sb
         .leo_ok(&["gc", "--min-age", "0s"])
         .contains("nothing to collect"));

@@ -24,6 +24,8 @@ pub struct VerifyReport {
 pub struct Garbage {
     pub manifests: Vec<(StorePath, u64)>,
     pub blobs: Vec<(StorePath, u64)>,
+    /// `.leo-artifact.json` records of artifacts that are not kept.
+    pub records: Vec<(StorePath, u64)>,
 }
 
 impl Garbage {
@@ -31,12 +33,13 @@ impl Garbage {
         self.manifests
             .iter()
             .chain(&self.blobs)
+            .chain(&self.records)
             .map(|(_, size)| size)
             .sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.manifests.is_empty() && self.blobs.is_empty()
+        self.manifests.is_empty() && self.blobs.is_empty() && self.records.is_empty()
     }
 }
 
@@ -122,13 +125,32 @@ impl ArtifactStore {
                 garbage.blobs.push((meta.location, meta.size));
             }
         }
+        let live_hex: HashSet<&str> = live
+            .iter()
+            .map(|d| d.trim_start_matches("sha256:"))
+            .collect();
+        let mut records = self.inner.list(Some(&StorePath::from("records")));
+        while let Some(meta) = records.next().await {
+            let meta = meta.with_context(|| format!("listing records in {}", self.url))?;
+            // records/sha256/<hex>/<attempt>.leo-artifact.json
+            let hex = meta.location.parts().nth(2).map(|p| p.as_ref().to_string());
+            let kept = hex.as_deref().is_some_and(|h| live_hex.contains(h));
+            if meta.last_modified < cutoff && !kept {
+                garbage.records.push((meta.location, meta.size));
+            }
+        }
         Ok(garbage)
     }
 
     /// Removes what [`ArtifactStore::garbage`] found: manifests first (an artifact disappears
     /// whole before any of its blobs go).
     pub async fn delete(&self, garbage: &Garbage) -> Result<()> {
-        for (location, _) in garbage.manifests.iter().chain(&garbage.blobs) {
+        for (location, _) in garbage
+            .manifests
+            .iter()
+            .chain(&garbage.blobs)
+            .chain(&garbage.records)
+        {
             if let Some(root) = &self.local_root {
                 // Sealed blobs are read-only; the folder permits removal.
                 let _ = std::fs::remove_file(root.join(location.as_ref()));

@@ -64,9 +64,10 @@ pub async fn gc(
     let live: HashSet<String> = state.all_artifacts().await?.into_iter().collect();
     let garbage = store.garbage(&live, min_age).await?;
     let what = format!(
-        "{} manifests and {} blobs, {} bytes, in {} (kept: {} artifacts recorded in the state; objects younger than {} left alone)",
+        "{} manifests, {} blobs and {} records, {} bytes, in {} (kept: {} artifacts recorded in the state; objects younger than {} left alone)",
         garbage.manifests.len(),
         garbage.blobs.len(),
+        garbage.records.len(),
         garbage.bytes(),
         store.url(),
         live.len(),

@@ -694,6 +694,26 @@ impl State {
         row.map(|r| Ok(r.try_get("payload")?)).transpose()
     }
 
+    /// What an attempt reported about where it ran (`environment` events), later facts over
+    /// earlier ones.
+    pub async fn attempt_environment(
+        &self,
+        attempt_id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let mut facts = serde_json::Map::new();
+        for (kind, payload) in self.events(attempt_id).await? {
+            if kind != "environment" {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&payload) {
+                for (k, fact) in v["facts"].as_object().into_iter().flatten() {
+                    facts.insert(k.clone(), fact.clone());
+                }
+            }
+        }
+        Ok(facts)
+    }
+
     pub async fn events(&self, attempt_id: &str) -> Result<Vec<(String, String)>> {
         let rows =
             sqlx::query("SELECT kind, payload FROM events WHERE attempt_id = $1 ORDER BY seq")

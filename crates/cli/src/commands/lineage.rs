@@ -101,17 +101,7 @@ fn node<'a>(
             inputs.push(child);
         }
         let run = state.get_run(&attempt.run_id).await?;
-        // What the stage reported about where it ran (versions, world size), merged in order.
-        let mut environment = serde_json::Map::new();
-        for (kind, payload) in state.events(&attempt.id).await? {
-            if kind == "environment" {
-                if let Ok(v) = serde_json::from_str::<Value>(&payload) {
-                    for (k, fact) in v["facts"].as_object().into_iter().flatten() {
-                        environment.insert(k.clone(), fact.clone());
-                    }
-                }
-            }
-        }
+        let environment = state.attempt_environment(&attempt.id).await?;
         v["produced_by"] = json!({
             "workflow": run.as_ref().map(|r| r.workflow_name.clone()),
             "provenance": run

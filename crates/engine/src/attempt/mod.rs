@@ -341,16 +341,7 @@ async fn record_artifacts(
         .await?
         .and_then(|r| r.provenance)
         .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok());
-    let mut environment = serde_json::Map::new();
-    for (kind, payload) in spec.state.events(attempt_id).await? {
-        if kind == "environment" {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&payload) {
-                for (k, fact) in v["facts"].as_object().into_iter().flatten() {
-                    environment.insert(k.clone(), fact.clone());
-                }
-            }
-        }
-    }
+    let environment = spec.state.attempt_environment(attempt_id).await?;
     let inputs: Vec<serde_json::Value> = spec
         .inputs
         .iter()

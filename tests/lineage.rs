@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use leo_e2e::{diamond, repo_root, stage, Sandbox};
+use leo_e2e::{diamond, output_digest, repo_root, Sandbox};
 use serde_json::Value;
 
 fn git(sb: &Sandbox, args: &[&str]) -> String {
@@ -42,10 +42,7 @@ fn lineage_reaches_every_upstream_attempt_with_params_and_code_version() {
     let commit = git(&sb, &["rev-parse", "HEAD"]);
     sb.leo_ok(&["run", "diamond.toml"]);
     let status = sb.status(None);
-    let report = stage(&status, "d")["outputs"]["report"]
-        .as_str()
-        .expect("report")
-        .to_string();
+    let report = output_digest(&status, "d", "report");
 
     let tree = sb.leo_json(&["lineage", &report, "--format", "json"]);
     let mut found = Vec::new();
@@ -190,10 +187,7 @@ echo weights > $LEO_OUTPUT_MODEL/w.bin
     );
     sb.leo_ok(&["run", "env.toml"]);
     let status = sb.status(None);
-    let model = stage(&status, "train")["outputs"]["model"]
-        .as_str()
-        .expect("model")
-        .to_string();
+    let model = output_digest(&status, "train", "model");
     let store_url = status["run"]["store_url"]
         .as_str()
         .expect("store")

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use leo_e2e::{stage, Sandbox};
+use leo_e2e::{output_digest, stage, Sandbox};
 
 /// Files under `dir` (recursively) whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
@@ -75,10 +75,7 @@ params = {{ outputs = ["report"], run = "cp $LEO_INPUT_SCORE/score.txt $LEO_OUTP
     assert!(log.contains("judge=***"), "{log}");
     assert!(log.contains("planted=***"), "{log}");
     assert!(log.contains("AWS_SECRET_ACCESS_KEY=***"), "{log}");
-    let report = stage(&status, "b")["outputs"]["report"]
-        .as_str()
-        .expect("report digest")
-        .to_string();
+    let report = output_digest(&status, "b", "report");
     let lineage = sb.leo_ok(&["lineage", &report, "--json"]);
 
     let s3_secret = sb.s3().expect("team storage").secret_key().to_string();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use leo_e2e::{diamond, output_digests, sigkill, stage, wait_until, Sandbox};
+use leo_e2e::{diamond, output_digest, output_digests, sigkill, stage, wait_until, Sandbox};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -157,10 +157,7 @@ params = { outputs = ["data"], run = "head -c 100000000 /dev/zero | tr '\\0' x >
     let reference = Sandbox::local();
     reference.write("big.toml", workflow);
     reference.leo_ok(&["run", "big.toml"]);
-    let digest = stage(&reference.status(None), "big")["outputs"]["data"]
-        .as_str()
-        .expect("digest")
-        .to_string();
+    let digest = output_digest(&reference.status(None), "big", "data");
 
     let sb = Sandbox::team();
     sb.write("big.toml", workflow);

@@ -1,7 +1,7 @@
 //! `leo verify` re-hashes an artifact's files and names the bad one; `leo gc` removes only what
 //! no recorded artifact needs, and only with --delete. On local or team storage, like the rest.
 
-use leo_e2e::{diamond, stage, Sandbox};
+use leo_e2e::{diamond, output_digest, stage, Sandbox};
 
 #[test]
 fn verify_finds_a_corrupted_file_and_gc_removes_only_orphans() {
@@ -9,14 +9,8 @@ fn verify_finds_a_corrupted_file_and_gc_removes_only_orphans() {
     diamond(&sb, 6, false, false);
     sb.leo_ok(&["run", "diamond.toml"]);
     let status = sb.status(None);
-    let report = stage(&status, "d")["outputs"]["report"]
-        .as_str()
-        .expect("report")
-        .to_string();
-    let numbers = stage(&status, "a")["outputs"]["numbers"]
-        .as_str()
-        .expect("numbers")
-        .to_string();
+    let report = output_digest(&status, "d", "report");
+    let numbers = output_digest(&status, "a", "numbers");
     let ok = sb.leo_ok(&["verify", &report[..19]]);
     assert!(ok.contains("intact (1 files"), "{ok}");
 

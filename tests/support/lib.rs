@@ -211,6 +211,14 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 }
 
 /// The stage entry of a `leo status --json` document.
+/// The digest of a stage's output in a `leo status --json`.
+pub fn output_digest(status: &Value, stage_name: &str, output: &str) -> String {
+    stage(status, stage_name)["outputs"][output]
+        .as_str()
+        .unwrap_or_else(|| panic!("stage {stage_name} has no output {output}"))
+        .to_string()
+}
+
 pub fn stage<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["stages"]
         .as_array()

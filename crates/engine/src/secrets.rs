@@ -71,10 +71,6 @@ impl Secrets {
         Ok(out)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// `text` with every secret replaced by `***`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();

@@ -19,7 +19,8 @@ pub struct Postgres {
     port: u16,
     bin: PathBuf,
     owner: Option<(u32, u32)>,
-    dir: tempfile::TempDir,
+    /// Kept for its drop: the cluster's files go when the server has stopped.
+    _dir: tempfile::TempDir,
 }
 
 const SUPERUSER: &str = "leo";
@@ -71,7 +72,7 @@ impl Postgres {
                         port,
                         bin,
                         owner,
-                        dir,
+                        _dir: dir,
                     })
                 }
                 Err(e) => last_err = Some(e),
@@ -80,23 +81,26 @@ impl Postgres {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("postgres did not start")))
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
+    /// A PostgreSQL client program, pointed at this cluster as its superuser.
+    fn client(&self, program: &str) -> Command {
+        let mut cmd = as_owner(Command::new(self.bin.join(program)), self.owner);
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            SUPERUSER,
+        ]);
+        cmd
     }
 
     /// Creates a new, empty database and returns its URL.
     pub fn database(&self) -> Result<String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("leo_test_{}", NEXT.fetch_add(1, Ordering::SeqCst));
-        let out = as_owner(Command::new(self.bin.join("createdb")), self.owner)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-            ])
+        let out = self
+            .client("createdb")
             .arg(&name)
             .output()
             .context("running createdb")?;
@@ -115,15 +119,8 @@ impl Postgres {
     /// Every row of the database at `url` (made by [`Postgres::database`]), as `pg_dump` text.
     pub fn dump(&self, url: &str) -> Result<String> {
         let name = url.rsplit('/').next().unwrap_or_default();
-        let out = as_owner(Command::new(self.bin.join("pg_dump")), self.owner)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-            ])
+        let out = self
+            .client("pg_dump")
             .args(["--data-only", "--no-owner", "-d", name])
             .output()
             .context("running pg_dump")?;
@@ -134,11 +131,6 @@ impl Postgres {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The folder holding the cluster (its `data/` and `server.log`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -64,10 +64,6 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The store URL of a prefix in the bucket.
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{BUCKET}/{prefix}")
@@ -97,10 +93,6 @@ impl S3Server {
     /// Where the bucket's objects lie on disk (to corrupt one on purpose).
     pub fn bucket_dir(&self) -> PathBuf {
         self.dir.path().join(BUCKET)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (once) the Python venv that provides libtorch for `tch` and the conformance peers
-# (transformers, safetensors, tokenizers; jsonschema for the OpenLineage check), then prints `export` lines for the build:
+# (transformers, safetensors, tokenizers; jsonschema for the OpenLineage check; megatron-core
+# for reading token shards with Megatron's own reader), then prints `export` lines for the build:
 #   eval "$(tools/torch-env.sh)"
 # The venv lives outside the clone (default $HOME/.cache/leo/torch-venv, or $LEO_TORCH_VENV) so
 # CI and later checkouts reuse it; the binaries find libtorch through an rpath (crates/llama/build.rs).
@@ -8,13 +9,16 @@ set -euo pipefail
 venv="${LEO_TORCH_VENV:-$HOME/.cache/leo/torch-venv}"
 torch_version="2.11.0"
 packages=("torch==${torch_version}" "transformers==5.24.0" "safetensors==0.8.0" "tokenizers==0.23.3"
-          "jsonschema[format-nongpl]==4.25.1")
+          "jsonschema[format-nongpl]==4.25.1" "megatron-core==0.16.1")
 
 ready() {
     [ -x "$venv/bin/python" ] && "$venv/bin/python" - <<PY 2>/dev/null
 import torch, transformers, safetensors, tokenizers, jsonschema, rfc3339_validator
 assert torch.__version__.split("+")[0] == "${torch_version}", torch.__version__
 assert transformers.__version__ == "5.24.0", transformers.__version__
+# megatron-core by its metadata: importing it (torch, apex probes) would add seconds to every eval.
+import importlib.metadata
+assert importlib.metadata.version("megatron-core") == "0.16.1"
 PY
 }
 

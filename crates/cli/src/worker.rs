@@ -9,7 +9,10 @@ use leo_plugin::{Emitter, Invocation, Plugin};
 
 /// The plugins compiled into this binary.
 pub fn builtins() -> Vec<Arc<dyn Plugin>> {
-    vec![Arc::new(leo_plugin_shell::Shell)]
+    vec![
+        Arc::new(leo_plugin_shell::Shell),
+        Arc::new(leo_plugin_tokenize::Tokenize),
+    ]
 }
 
 pub fn run(plugin: &str, invocation: &Path) -> ExitCode {

@@ -1,4 +1,5 @@
-//! Documents to token ids with the HF `tokenizers` crate, long documents in pieces.
+//! Documents to token ids with the HF `tokenizers` crate: long documents in pieces, pieces
+//! in words, each step proven not to change an id.
 //!
 //! A tokenizer without a pre-tokenizer (Llama-2's `tokenizer.json`: normalizer
 //! `Prepend("▁")` + `Replace(" ", "▁")`, BPE with byte fallback) sees a whole document as one
@@ -23,14 +24,42 @@
 //!   any added token's text is encoded whole, since every segment after one gets the prepend.
 //!
 //! Otherwise [`Encoder`] encodes every document whole and says why.
+//!
+//! Within a piece, words are cut before each `▁` that follows another character when
+//! [`word_split`] proves no merge joins across (Llama-2: no token has a `▁` after another
+//! character). Words repeat, so a per-thread cache of word → ids skips BPE for most of them.
+//! tests/chunked_identity.rs checks both levels against whole-document encoding on the whole
+//! shared corpus.
 
+use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use ahash::AHashMap;
 use aho_corasick::AhoCorasick;
 use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
 use serde_json::Value;
-use tokenizers::{Model, OffsetReferential, OffsetType, PreTokenizer, Tokenizer};
+use tokenizers::{Model, ModelWrapper, OffsetReferential, OffsetType, PreTokenizer, Tokenizer};
+
+/// Words cached per thread: about 100 bytes each, so at most ~25 MB a thread.
+const WORD_CACHE_WORDS: usize = 1 << 18;
+/// Longer words are rare; they go to the model directly.
+const WORD_CACHE_MAX_BYTES: usize = 64;
+
+#[derive(Default)]
+struct WordCache {
+    /// The [`Encoder`] the words belong to.
+    owner: u64,
+    words: AHashMap<Box<str>, Box<[u32]>>,
+}
+
+thread_local! {
+    static WORD_CACHE: RefCell<WordCache> = RefCell::new(WordCache::default());
+}
+
+/// Gives every encoder its own id, so a thread's cache never serves another tokenizer.
+static ENCODERS: AtomicU64 = AtomicU64::new(1);
 
 /// Whether long documents are cut, and why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +77,9 @@ pub struct Encoder {
     /// Texts of added tokens: documents containing one are encoded whole.
     added: Option<AhoCorasick>,
     chunking: Chunking,
+    /// Words are cut before this character (see [`word_split`]).
+    word_split: Option<char>,
+    id: u64,
     bos: Option<u32>,
     eos: Option<u32>,
 }
@@ -99,6 +131,8 @@ impl Encoder {
             rest,
             added,
             chunking,
+            word_split: word_split(&json),
+            id: ENCODERS.fetch_add(1, Ordering::Relaxed),
             bos,
             eos,
         })
@@ -106,6 +140,17 @@ impl Encoder {
 
     pub fn chunking(&self) -> &Chunking {
         &self.chunking
+    }
+
+    /// The character words are cut before, when that is proven safe.
+    pub fn word_split(&self) -> Option<char> {
+        self.word_split
+    }
+
+    /// Turns cutting into words off (to test that it changes nothing).
+    pub fn without_word_split(mut self) -> Encoder {
+        self.word_split = None;
+        self
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -151,13 +196,61 @@ impl Encoder {
                 .map_err(|e| anyhow!("pre-tokenizing: {e}"))?;
         }
         let model = tok.get_model();
-        pre.tokenize(|n| model.tokenize(n.get()))
-            .map_err(|e| anyhow!("encoding: {e}"))?;
         let mut ids = Vec::with_capacity(piece.len() / 3);
-        for (_, _, tokens) in pre.get_splits(OffsetReferential::Original, OffsetType::None) {
-            ids.extend(tokens.iter().flatten().map(|t| t.id));
+        let Some(space) = self.word_split else {
+            pre.tokenize(|n| model.tokenize(n.get()))
+                .map_err(|e| anyhow!("encoding: {e}"))?;
+            for (_, _, tokens) in pre.get_splits(OffsetReferential::Normalized, OffsetType::None) {
+                ids.extend(tokens.iter().flatten().map(|t| t.id));
+            }
+            return Ok(ids);
+        };
+        for (normalized, _, tokens) in
+            pre.get_splits(OffsetReferential::Normalized, OffsetType::None)
+        {
+            match tokens {
+                // An added token, already matched.
+                Some(tokens) => ids.extend(tokens.iter().map(|t| t.id)),
+                None => {
+                    for word in words(normalized, space) {
+                        self.word_ids(model, word, &mut ids)?;
+                    }
+                }
+            }
         }
         Ok(ids)
+    }
+
+    /// Appends the ids of one word: from this thread's cache of the encoder's words, else from
+    /// the model (BPE without dropout is a function of the word, so caching changes nothing).
+    /// The model's own cache stops taking words at 10,000 and hands back token strings.
+    fn word_ids(&self, model: &ModelWrapper, word: &str, out: &mut Vec<u32>) -> Result<()> {
+        let from_model = |out: &mut Vec<u32>| -> Result<()> {
+            let tokens = model.tokenize(word).map_err(|e| anyhow!("encoding: {e}"))?;
+            out.extend(tokens.iter().map(|t| t.id));
+            Ok(())
+        };
+        if word.len() > WORD_CACHE_MAX_BYTES {
+            return from_model(out);
+        }
+        WORD_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.owner != self.id {
+                cache.owner = self.id;
+                cache.words.clear();
+            }
+            if let Some(ids) = cache.words.get(word) {
+                out.extend_from_slice(ids);
+                return Ok(());
+            }
+            let start = out.len();
+            from_model(out)?;
+            if cache.words.len() >= WORD_CACHE_WORDS {
+                cache.words.clear();
+            }
+            cache.words.insert(word.into(), out[start..].into());
+            Ok(())
+        })
     }
 
     /// Ids of `text` encoded whole by the library's own `encode_fast`, without BOS/EOS: the
@@ -234,6 +327,99 @@ fn cut_after_newlines(b: &[u8], size: usize) -> Vec<Range<usize>> {
     }
     out.push(start..b.len());
     out
+}
+
+/// Cuts a normalised string before every `space` that follows another character, so
+/// `"▁Hallo▁▁Welt\n"` gives `"▁Hallo"`, `"▁▁Welt\n"`.
+fn words(s: &str, space: char) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut prev_space = true;
+    let mut cuts = s.char_indices().filter_map(move |(i, c)| {
+        let cut = c == space && !prev_space && i > 0;
+        prev_space = c == space;
+        cut.then_some(i)
+    });
+    std::iter::from_fn(move || {
+        if start >= s.len() {
+            return None;
+        }
+        let end = cuts.next().unwrap_or(s.len());
+        let word = &s[start..end];
+        start = end;
+        Some(word)
+    })
+}
+
+/// The space character (`▁`) words can be cut before without changing any id, or none.
+///
+/// BPE only ever builds a symbol across two characters by a merge, and every merge result is
+/// a token. If no merge result holds a `▁` right after another character, and byte-fallback
+/// and unknown tokens never merge (nor fuse across a cut), no symbol can span such a cut: each
+/// word merges as it would inside the whole text (the argument of the module docs), and short
+/// words hit the model's word cache. This is the pre-tokenization Llama-2's tokenizer.json
+/// leaves out. The space is the content of a `Replace(" ", …)` normaliser or a Metaspace
+/// replacement.
+pub fn word_split(json: &Value) -> Option<char> {
+    let model = &json["model"];
+    if model["type"] != "BPE"
+        || !(model["dropout"].is_null() || model["dropout"] == 0.0)
+        || model["ignore_merges"] == true
+        || ["continuing_subword_prefix", "end_of_word_suffix"]
+            .iter()
+            .any(|k| model[*k].as_str().is_some_and(|s| !s.is_empty()))
+    {
+        return None;
+    }
+    let space = space_char(&json["normalizer"]).or_else(|| match &json["pre_tokenizer"] {
+        pt if pt["type"] == "Metaspace" => pt["replacement"].as_str().and_then(single_char),
+        _ => None,
+    })?;
+    let vocab = model["vocab"].as_object()?;
+    let byte_fallback = model["byte_fallback"] == true;
+    let all_bytes =
+        byte_fallback && (0..=255u8).all(|b| vocab.contains_key(&format!("<{b:#04X}>")));
+    if model["fuse_unk"] == true && !model["unk_token"].is_null() && !all_bytes {
+        return None;
+    }
+    let unk = model["unk_token"].as_str();
+    let special = |t: &str| Some(t) == unk || (byte_fallback && is_byte_token(t));
+    for m in model["merges"].as_array()? {
+        let (a, b) = match m {
+            Value::String(s) => s.split_once(' ')?,
+            Value::Array(p) if p.len() == 2 => (p[0].as_str()?, p[1].as_str()?),
+            _ => return None,
+        };
+        if special(a) || special(b) {
+            return None;
+        }
+        let mut prev: Option<char> = None;
+        for c in a.chars().chain(b.chars()) {
+            if c == space && prev.is_some_and(|p| p != space) {
+                return None;
+            }
+            prev = Some(c);
+        }
+    }
+    Some(space)
+}
+
+fn space_char(n: &Value) -> Option<char> {
+    match n["type"].as_str()? {
+        "Replace" if n["pattern"]["String"] == " " => n["content"].as_str().and_then(single_char),
+        "Sequence" => n["normalizers"].as_array()?.iter().find_map(space_char),
+        _ => None,
+    }
+}
+
+fn single_char(s: &str) -> Option<char> {
+    let mut it = s.chars();
+    let c = it.next()?;
+    it.next().is_none().then_some(c)
+}
+
+/// `<0x0A>`-style byte-fallback token.
+fn is_byte_token(t: &str) -> bool {
+    t.len() == 6 && t.starts_with("<0x") && t.ends_with('>')
 }
 
 /// Checks that cutting after a newline cannot change the ids (see the module docs), from the
@@ -384,6 +570,40 @@ mod tests {
             .flat_map(|r| text[r.clone()].to_vec())
             .collect();
         assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn words_are_cut_before_spaces_that_follow_text() {
+        let w: Vec<&str> = words("▁Hallo▁▁Welt\n▁x", '▁').collect();
+        assert_eq!(w, ["▁Hallo", "▁▁Welt\n", "▁x"]);
+        assert_eq!(words("ab", '▁').collect::<Vec<_>>(), ["ab"]);
+        assert_eq!(words("▁▁", '▁').collect::<Vec<_>>(), ["▁▁"]);
+        assert_eq!(words("a▁", '▁').collect::<Vec<_>>(), ["a", "▁"]);
+        assert_eq!(words("", '▁').count(), 0);
+    }
+
+    #[test]
+    fn word_split_needs_merges_that_keep_words_apart() {
+        let mut t = serde_json::json!({
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "▁"},
+                {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+            "pre_tokenizer": null,
+            "model": {"type": "BPE", "dropout": null, "fuse_unk": false, "unk_token": "<unk>",
+                      "byte_fallback": true, "vocab": {"<0x0A>": 3, "a": 4, "▁": 5, "▁a": 6},
+                      "merges": ["▁ a", "▁ ▁"]}
+        });
+        assert_eq!(word_split(&t), Some('▁'));
+        t["model"]["merges"] = serde_json::json!(["a ▁"]);
+        assert_eq!(word_split(&t), None);
+        t["model"]["merges"] = serde_json::json!([["<0x0A>", "a"]]);
+        assert_eq!(word_split(&t), None);
+        t["model"]["merges"] = serde_json::json!([]);
+        t["normalizer"] = Value::Null;
+        assert_eq!(word_split(&t), None, "no space character");
+        t["pre_tokenizer"] =
+            serde_json::json!({"type": "Metaspace", "replacement": "▁", "split": false});
+        assert_eq!(word_split(&t), Some('▁'));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Encoding long documents in pieces gives exactly the ids of whole-document encoding, on
-//! every document of ../shared/data/corpus-de (26k German documents, up to 850k characters),
-//! for the default piece size and a small one that cuts nearly every line.
+//! Encoding long documents in pieces, and pieces in words, gives exactly the ids of the
+//! library's whole-document encoding, on every document of ../shared/data/corpus-de (26k German
+//! documents, up to 850k characters): for the default piece size with words, a small piece size
+//! that cuts nearly every line without words, and words alone.
 
 mod common;
 
@@ -25,9 +26,19 @@ fn pieces_encode_as_the_whole_document_on_the_whole_corpus() {
     let tokens: usize = whole.iter().map(Vec::len).sum();
     assert!(tokens > 8_000_000, "{tokens} tokens");
 
-    for size in [4096, 256] {
-        let enc = Encoder::new(tok.clone(), size, None, None).expect("encoder");
-        assert_eq!(enc.chunking(), &Chunking::On(size));
+    for (size, words) in [(4096, true), (256, false), (0, true)] {
+        let mut enc = Encoder::new(tok.clone(), size, None, None).expect("encoder");
+        if size > 0 {
+            assert_eq!(enc.chunking(), &Chunking::On(size));
+        }
+        assert_eq!(
+            enc.word_split(),
+            Some('▁'),
+            "Llama-2's words can be cut before ▁"
+        );
+        if !words {
+            enc = enc.without_word_split();
+        }
         let got = enc.encode_batch(&texts).expect("encode");
         let mut cut = 0;
         let mut pieces = 0;
@@ -37,12 +48,14 @@ fn pieces_encode_as_the_whole_document_on_the_whole_corpus() {
             cut += usize::from(n > 1);
             assert!(
                 g == w,
-                "document {i} ({} bytes, {n} pieces of {size}) encodes differently in pieces",
+                "document {i} ({} bytes, {n} pieces of {size}, words {words}) encodes differently",
                 texts[i].len()
             );
         }
-        eprintln!("piece size {size}: {cut} documents cut, {pieces} pieces");
-        assert!(cut > 900, "only {cut} documents were cut at {size} bytes");
+        eprintln!("piece size {size}, words {words}: {cut} documents cut, {pieces} pieces");
+        if size > 0 {
+            assert!(cut > 900, "only {cut} documents were cut at {size} bytes");
+        }
     }
     // The longest document (850k characters) was among those cut.
     let longest = texts.iter().map(String::len).max().unwrap_or(0);

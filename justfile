@@ -38,7 +38,8 @@ test:
 
 # Benchmarks, each printing ours vs the peer and the ratio: `just bench engine` (leo vs Snakemake
 # on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers),
-# `just bench store` (a 2 GB file up to and down from a local S3 server vs rclone)
+# `just bench store` (a 2 GB file up to and down from a local S3 server vs rclone),
+# `just bench tokenize` (a German corpus through the tokenize plugin vs Python `tokenizers`)
 bench name *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -58,8 +59,13 @@ bench name *args:
         cargo build --release --locked -p leo-store --example store_bench
         python3 bench/store.py --leo "{{target_dir}}/release/examples/store_bench" --s3s-fs "$LEO_S3S_FS" {{args}}
         ;;
+      tokenize)
+        eval "$(tools/torch-env.sh)"
+        cargo build --release --locked -p leo-plugin-tokenize --example tokenize_bench
+        "$LEO_TORCH_PYTHON" bench/tokenize.py --leo "{{target_dir}}/release/examples/tokenize_bench" {{args}}
+        ;;
       *)
-        echo "unknown benchmark '{{name}}'; available: engine, train-step, store" >&2
+        echo "unknown benchmark '{{name}}'; available: engine, train-step, store, tokenize" >&2
         exit 2
         ;;
     esac

@@ -1,7 +1,9 @@
 //! leo's side of `just bench tokenize` (bench/tokenize.py): encodes the shared German corpus
 //! through the tokenize plugin's own encode path (default params: BOS/EOS, long documents in
-//! pieces) on all cores, and prints one JSON line: documents, tokens, seconds, a SHA-256 of
-//! the text ids (without BOS/EOS) so the bench can check Python produced the same ids.
+//! pieces) on all cores, then runs the whole plugin (`Plugin::run`: read, encode, split,
+//! shuffle, write shards) on it, and prints one JSON line last: documents, tokens, seconds,
+//! run_seconds, a SHA-256 of the text ids (without BOS/EOS) so the bench can check Python
+//! produced the same ids.
 //!
 //! `tokenize_bench [--corpus F.jsonl.zst] [--tokenizer tokenizer.json] [--chunk-chars N]
 //!  [--no-word-split] [--export-jsonl OUT]` (`--export-jsonl` writes the decompressed corpus for Python and exits).
@@ -11,7 +13,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use leo_plugin_tokenize::{encoder, input, load_tokenizer, Params};
+use leo_plugin::{Emitter, InputArtifact, Invocation, Plugin, PROTOCOL_VERSION};
+use leo_plugin_tokenize::{encoder, input, load_tokenizer, Params, Tokenize};
 use sha2::{Digest, Sha256};
 
 fn main() -> Result<()> {
@@ -52,6 +55,7 @@ fn main() -> Result<()> {
             Ok(v["text"].as_str().context("no text")?.to_string())
         })
         .collect::<Result<_>>()?;
+    let params_json = params.clone();
     let params = Params::parse(&params).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (tok, _) = load_tokenizer(&tokenizer)?;
     let mut enc = encoder(&params, tok)?;
@@ -62,6 +66,37 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let ids = enc.encode_batch(&texts)?;
     let seconds = start.elapsed().as_secs_f64();
+
+    // The whole stage, as `leo worker tokenize` runs it (its events go to stdout first).
+    let tmp = tempfile::tempdir()?;
+    let input = |p: &std::path::Path| InputArtifact {
+        digest: "sha256:bench".into(),
+        path: p.to_path_buf(),
+    };
+    let inv = Invocation {
+        protocol: PROTOCOL_VERSION,
+        run_id: "bench".into(),
+        stage: "tokenize".into(),
+        attempt: 1,
+        plugin: "tokenize".into(),
+        params: params_json,
+        inputs: [
+            ("documents".to_string(), input(&corpus)),
+            ("tokenizer".to_string(), input(&tokenizer)),
+        ]
+        .into(),
+        outputs: vec!["tokens".into()],
+        output_dir: tmp.path().into(),
+        checkpoint_dir: tmp.path().join("checkpoints"),
+        resume_from: None,
+        work_dir: tmp.path().into(),
+        rank: 0,
+        world_size: 1,
+        rendezvous: None,
+    };
+    let start = Instant::now();
+    Tokenize.run(&inv, &Emitter::new())?;
+    let run_seconds = start.elapsed().as_secs_f64();
 
     let mut sha = Sha256::new();
     let mut tokens = 0;
@@ -79,6 +114,7 @@ fn main() -> Result<()> {
             "documents": texts.len(),
             "tokens": tokens,
             "seconds": seconds,
+            "run_seconds": run_seconds,
             "threads": rayon::current_num_threads(),
             "chunking": format!("{:?}", enc.chunking()),
             "word_split": enc.word_split().map(String::from),

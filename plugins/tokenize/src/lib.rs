@@ -314,6 +314,13 @@ fn tokenize(
         )?,
         Chunking::Off(_) => {}
     }
+    if let Some(space) = encoder.word_split() {
+        log(
+            events,
+            "info",
+            format!("words are encoded one by one, cut before `{space}` (no merge joins across)"),
+        )?;
+    }
     let files = input::discover(documents)?;
     log(
         events,

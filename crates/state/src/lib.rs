@@ -684,6 +684,23 @@ impl State {
         Ok(())
     }
 
+    /// The latest value of each metric an attempt reported.
+    pub async fn latest_metrics(
+        &self,
+        attempt_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, f64>> {
+        let rows =
+            sqlx::query("SELECT name, value FROM metrics WHERE attempt_id = $1 ORDER BY seq")
+                .bind(attempt_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = std::collections::BTreeMap::new();
+        for r in rows {
+            out.insert(r.try_get("name")?, r.try_get("value")?);
+        }
+        Ok(out)
+    }
+
     /// The payload of an attempt's latest event of a kind.
     pub async fn latest_event(&self, attempt_id: &str, kind: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT payload FROM events WHERE attempt_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT 1")

@@ -91,11 +91,28 @@ pub fn simplify_text(text: &str) -> String {
         }
         collapsed.push_str(part);
     }
-    let stripped: String = collapsed
-        .nfd()
-        .filter(|&c| !unicode_categories::UnicodeCategories::is_mark_nonspacing(c))
-        .collect();
+    let stripped = strip_diacritics(&collapsed);
     stripped.trim_matches(py_isspace).to_string()
+}
+
+/// NFD, then without nonspacing marks (Mn). ASCII characters are starters that NFD leaves
+/// alone and never reorders across, so only the runs between them are decomposed.
+fn strip_diacritics(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let ascii = rest.bytes().take_while(u8::is_ascii).count();
+        out.push_str(&rest[..ascii]);
+        rest = &rest[ascii..];
+        let other = rest.bytes().take_while(|b| !b.is_ascii()).count();
+        out.extend(
+            rest[..other]
+                .nfd()
+                .filter(|&c| !unicode_categories::UnicodeCategories::is_mark_nonspacing(c)),
+        );
+        rest = &rest[other..];
+    }
+    out
 }
 
 /// datatrove's PUNCTUATION string (not its terminal-punctuation set): what

@@ -44,6 +44,12 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
                 .map(|(step, digest)| serde_json::json!({ "step": step, "digest": digest }))
                 .collect();
             v["checkpoints"] = serde_json::Value::Array(checkpoints);
+            // The latest value of each metric of the stage's last attempt.
+            let metrics = match mine.last() {
+                Some(a) => state.latest_metrics(&a.id).await?,
+                None => Default::default(),
+            };
+            v["metrics"] = serde_json::to_value(metrics)?;
             out.push(v);
         }
         let mut v = serde_json::json!({ "run": run, "stages": out });

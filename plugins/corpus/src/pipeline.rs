@@ -264,13 +264,14 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
     )?;
     let mut kept_count: u32 = 0;
     let mut text_bytes: Vec<u32> = Vec::new();
-    let group = rayon::current_num_threads() * 2;
+    // Small batches, many in flight: documents vary from a line to megabytes.
+    let group = rayon::current_num_threads() * 16;
 
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(group);
         let files = &files;
         scope.spawn(move || {
-            for batch in read::Batches::new(files, config, 4 << 20) {
+            for batch in read::Batches::new(files, config, 256 << 10) {
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return;

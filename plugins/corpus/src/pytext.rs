@@ -25,11 +25,7 @@ pub fn rstrip(s: &str) -> &str {
 
 /// `c.isalpha()`: Unicode letters (categories Lu, Ll, Lt, Lm, Lo).
 pub fn isalpha(c: char) -> bool {
-    if c.is_ascii() {
-        c.is_ascii_alphabetic()
-    } else {
-        unicode_categories::UnicodeCategories::is_letter(c)
-    }
+    crate::words::is_letter(c)
 }
 
 /// `s.splitlines()`: splits at \n, \r, \r\n, \v, \f, \x1c-\x1e, \x85, U+2028, U+2029; no

@@ -35,12 +35,21 @@ pub fn is_terminal_punctuation(c: char) -> bool {
     TERMINAL.contains(c)
 }
 
-/// Hashes of word sequences, as if the words were joined into one string: n-gram
+/// Hashes of word sequences as if the words were joined into one string: n-gram
 /// repetition compares joined strings, so ("ab", "c") equals ("a", "bc") as in datatrove.
-/// Polynomial hashing modulo the Mersenne prime 2^61 - 1 composes per-word hashes.
+/// Prefix hashes (polynomial, modulo the Mersenne prime 2^61 - 1) give any run of words in
+/// O(1), with or without a separator after each word.
 struct JoinHasher {
-    /// Per word: hash of its bytes, BASE^byte length, and its length in code points.
-    words: Vec<(u64, u64, usize)>,
+    /// Prefix hashes of the words concatenated, and their cumulative byte lengths.
+    cat: Vec<u64>,
+    cat_bytes: Vec<usize>,
+    /// The same with a space after every word.
+    sep: Vec<u64>,
+    sep_bytes: Vec<usize>,
+    /// Cumulative code points of the words.
+    chars: Vec<usize>,
+    /// BASE^k.
+    pow: Vec<u64>,
 }
 
 const P61: u64 = (1 << 61) - 1;
@@ -65,34 +74,69 @@ fn addmod(a: u64, b: u64) -> u64 {
     }
 }
 
+fn submod(a: u64, b: u64) -> u64 {
+    if a >= b {
+        a - b
+    } else {
+        a + P61 - b
+    }
+}
+
 impl JoinHasher {
     fn new(words: &[&str]) -> JoinHasher {
-        let words = words
-            .iter()
-            .map(|w| {
-                let (mut h, mut pow) = (0u64, 1u64);
-                for &b in w.as_bytes() {
-                    h = addmod(mulmod(h, BASE), b as u64 + 1);
-                    pow = mulmod(pow, BASE);
-                }
-                (h, pow, pytext::len(w))
-            })
-            .collect();
-        JoinHasher { words }
+        let n = words.len();
+        let (mut cat, mut cat_bytes) = (Vec::with_capacity(n + 1), Vec::with_capacity(n + 1));
+        let (mut sep, mut sep_bytes) = (Vec::with_capacity(n + 1), Vec::with_capacity(n + 1));
+        let mut chars = Vec::with_capacity(n + 1);
+        let (mut h, mut hs, mut b, mut bs, mut c) = (0u64, 0u64, 0usize, 0usize, 0usize);
+        cat.push(h);
+        cat_bytes.push(b);
+        sep.push(hs);
+        sep_bytes.push(bs);
+        chars.push(c);
+        for w in words {
+            for &byte in w.as_bytes() {
+                h = addmod(mulmod(h, BASE), byte as u64 + 1);
+                hs = addmod(mulmod(hs, BASE), byte as u64 + 1);
+            }
+            hs = addmod(mulmod(hs, BASE), b' ' as u64 + 1);
+            b += w.len();
+            bs += w.len() + 1;
+            c += pytext::len(w);
+            cat.push(h);
+            cat_bytes.push(b);
+            sep.push(hs);
+            sep_bytes.push(bs);
+            chars.push(c);
+        }
+        let mut pow = Vec::with_capacity(bs + 1);
+        let mut p = 1u64;
+        for _ in 0..=bs {
+            pow.push(p);
+            p = mulmod(p, BASE);
+        }
+        JoinHasher {
+            cat,
+            cat_bytes,
+            sep,
+            sep_bytes,
+            chars,
+            pow,
+        }
     }
 
-    /// Hash and code-point length of `words[i..i+n]` joined with `sep` (or nothing).
-    fn join(&self, i: usize, n: usize, sep: Option<u8>) -> (u64, usize) {
-        let (mut h, mut chars) = (0u64, 0usize);
-        for (k, &(wh, pow, len)) in self.words[i..i + n].iter().enumerate() {
-            if let (Some(sep), true) = (sep, k > 0) {
-                h = addmod(mulmod(h, BASE), sep as u64 + 1);
-                chars += 1;
-            }
-            h = addmod(mulmod(h, pow), wh);
-            chars += len;
-        }
-        (h, chars)
+    /// A key of `words[i..i+n]` joined with spaces (or nothing), and the joined string's
+    /// length in code points. Equal keys mean equal joined strings.
+    fn join(&self, i: usize, n: usize, spaced: bool) -> (u64, usize) {
+        let j = i + n;
+        let (prefix, bytes) = if spaced {
+            (&self.sep, &self.sep_bytes)
+        } else {
+            (&self.cat, &self.cat_bytes)
+        };
+        let key = submod(prefix[j], mulmod(prefix[i], self.pow[bytes[j] - bytes[i]]));
+        let chars = self.chars[j] - self.chars[i] + if spaced { n - 1 } else { 0 };
+        (key, chars)
     }
 }
 
@@ -135,9 +179,10 @@ pub fn gopher_repetition(cfg: &config::GopherRepetition, doc: &mut Doc) -> Verdi
             continue;
         }
         // Counter.most_common(1): the highest count, the first seen among equals.
-        let mut counts: AHashMap<u64, (usize, usize, usize)> = AHashMap::new();
+        let mut counts: AHashMap<u64, (usize, usize, usize)> =
+            AHashMap::with_capacity(words.len() - n + 1);
         for i in 0..=words.len() - n {
-            let (h, chars) = hasher.join(i, n, Some(b' '));
+            let (h, chars) = hasher.join(i, n, true);
             counts.entry(h).or_insert((0, i, chars)).0 += 1;
         }
         let top = counts
@@ -149,10 +194,10 @@ pub fn gopher_repetition(cfg: &config::GopherRepetition, doc: &mut Doc) -> Verdi
         }
     }
     for &(n, frac) in &cfg.dup_n_grams {
-        let mut seen = AHashSet::new();
+        let mut seen = AHashSet::with_capacity(words.len());
         let (mut repeated, mut i) = (0usize, 0usize);
         while i + n <= words.len() {
-            let (h, chars) = hasher.join(i, n, None);
+            let (h, chars) = hasher.join(i, n, false);
             if seen.contains(&h) {
                 repeated += chars;
                 i += n;
@@ -405,9 +450,12 @@ mod tests {
     #[test]
     fn join_hash_equals_for_equal_joins() {
         let h = JoinHasher::new(&["ab", "c", "a", "bc"]);
-        assert_eq!(h.join(0, 2, None), h.join(2, 2, None));
-        assert_ne!(h.join(0, 2, Some(b' ')), h.join(2, 2, Some(b' ')));
-        assert_eq!(h.join(0, 2, Some(b' ')).1, 4);
+        assert_eq!(h.join(0, 2, false), h.join(2, 2, false));
+        assert_ne!(h.join(0, 2, true), h.join(2, 2, true));
+        assert_eq!(h.join(0, 2, true).1, 4);
+        let h = JoinHasher::new(&["x", "ab", "c", "y", "ab", "c"]);
+        assert_eq!(h.join(1, 2, true), h.join(4, 2, true));
+        assert_ne!(h.join(0, 2, true), h.join(3, 2, true));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
@@ -26,10 +28,10 @@ pub struct WordTokenizer {
     infix: Regex,
     url: Regex,
     /// Special cases: the whole string and the byte lengths of its pieces.
-    specials: HashMap<String, Vec<usize>>,
+    specials: FastMap<String, Vec<usize>>,
     /// Special cases that other rules would split, as the tokens those rules make: spaCy
     /// looks for these token sequences after splitting and re-segments them.
-    matcher: HashMap<String, Vec<Vec<String>>>,
+    matcher: FastMap<String, Vec<Vec<String>>>,
     sentence_punct: Vec<String>,
 }
 
@@ -66,7 +68,7 @@ impl WordTokenizer {
             Regex::new(&python_to_rust(pattern))
                 .with_context(|| format!("compiling the {name} rules"))
         };
-        let mut specials = HashMap::new();
+        let mut specials = FastMap::default();
         for (key, pieces) in rules.special_cases {
             let lens = pieces.iter().map(String::len).collect();
             specials.insert(key, lens);
@@ -79,11 +81,11 @@ impl WordTokenizer {
             infix: compile("infix", &rules.infix)?,
             url: compile("url", &rules.url)?,
             specials,
-            matcher: HashMap::new(),
+            matcher: FastMap::default(),
             sentence_punct: rules.sentence_punct,
         };
         // As spaCy's `add_special_case` decides which special cases go to its phrase matcher.
-        let mut matcher: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+        let mut matcher: FastMap<String, Vec<Vec<String>>> = FastMap::default();
         let mut keys: Vec<&String> = tokenizer.specials.keys().collect();
         keys.sort();
         for key in keys {
@@ -367,7 +369,9 @@ struct Prefixes {
 
 enum Matcher {
     Plain(regex::Regex),
-    Fancy(Regex),
+    /// A lookaround alternative; it can only match text starting with the character, when
+    /// the alternative begins with a literal one (`^\+(?![0-9])`).
+    Fancy(Regex, Option<char>),
 }
 
 impl Prefixes {
@@ -375,7 +379,7 @@ impl Prefixes {
         let alternatives = split_alternatives(pattern);
         if !alternatives.iter().all(|a| a.starts_with('^')) {
             return Ok(Prefixes {
-                runs: vec![Matcher::Fancy(Regex::new(pattern)?)],
+                runs: vec![Matcher::Fancy(Regex::new(pattern)?, None)],
             });
         }
         let mut runs = Vec::new();
@@ -386,7 +390,7 @@ impl Prefixes {
                     runs.push(Matcher::Plain(regex::Regex::new(&plain.join("|"))?));
                     plain.clear();
                 }
-                runs.push(Matcher::Fancy(Regex::new(alt)?));
+                runs.push(Matcher::Fancy(Regex::new(alt)?, leading_literal(alt)));
             } else {
                 plain.push(alt);
             }
@@ -401,7 +405,8 @@ impl Prefixes {
         for run in &self.runs {
             let found = match run {
                 Matcher::Plain(re) => re.find(s).map(|m| m.len()),
-                Matcher::Fancy(re) => re.find(s).ok().flatten().map(|m| m.end() - m.start()),
+                Matcher::Fancy(_, Some(first)) if !s.starts_with(*first) => None,
+                Matcher::Fancy(re, _) => re.find(s).ok().flatten().map(|m| m.end() - m.start()),
             };
             if let Some(len) = found {
                 return len;
@@ -463,6 +468,20 @@ impl Suffixes {
         }
         s.len() - start
     }
+}
+
+/// The literal character an anchored alternative starts with (`^x…` or `^\x…` for ASCII
+/// punctuation), if any.
+fn leading_literal(alt: &str) -> Option<char> {
+    let rest = alt.strip_prefix('^')?;
+    let mut chars = rest.chars();
+    match chars.next()? {
+        '\\' => chars.next().filter(|c| c.is_ascii_punctuation()),
+        c if c.is_alphanumeric() || " -_'\"&%§=<>,;:!@#~`".contains(c) => Some(c),
+        _ => None,
+    }
+    // `^x?` or `^x*` may match without the character.
+    .filter(|_| !matches!(chars.next(), Some('?' | '*' | '{')))
 }
 
 fn has_lookaround(alt: &str) -> bool {
@@ -538,10 +557,13 @@ fn push_pieces(start: usize, lens: &[usize], out: &mut Vec<Span>) {
     }
 }
 
-/// Unicode letter (category L*), with an ASCII shortcut.
-fn is_letter(c: char) -> bool {
+/// Unicode letter (category L*), with shortcuts for ASCII and Latin-1 to Latin Extended-B
+/// (all letters there but × and ÷).
+pub fn is_letter(c: char) -> bool {
     if c.is_ascii() {
         c.is_ascii_alphabetic()
+    } else if ('\u{c0}'..='\u{24f}').contains(&c) {
+        c != '\u{d7}' && c != '\u{f7}'
     } else {
         unicode_categories::UnicodeCategories::is_letter(c)
     }

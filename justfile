@@ -24,11 +24,12 @@ torch:
     tools/torch-env.sh > /dev/null
 
 # Run every test (unit tests, end-to-end tests of the binary on local and on team storage,
-# conformance against transformers)
+# conformance against transformers, datatrove, Python tokenizers and megatron-core)
 test:
     #!/usr/bin/env bash
     set -euo pipefail
     eval "$(tools/torch-env.sh)"
+    eval "$(tools/datatrove-env.sh)"
     eval "$(tools/s3-server.sh)"
     cargo build --locked --workspace --all-targets
     cargo test --locked --workspace
@@ -39,7 +40,9 @@ test:
 # Benchmarks, each printing ours vs the peer and the ratio: `just bench engine` (leo vs Snakemake
 # on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers),
 # `just bench store` (a 2 GB file up to and down from a local S3 server vs rclone),
-# `just bench tokenize` (a German corpus through the tokenize plugin vs Python `tokenizers`)
+# `just bench tokenize` (a German corpus through the tokenize plugin vs Python `tokenizers`),
+# `just bench corpus` (filters + MinHash on the German corpus and a 300 MB replica vs datatrove;
+# `--skip-large` for the small input only)
 bench name *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -64,8 +67,14 @@ bench name *args:
         cargo build --release --locked -p leo-plugin-tokenize --example tokenize_bench
         "$LEO_TORCH_PYTHON" bench/tokenize.py --leo "{{target_dir}}/release/examples/tokenize_bench" {{args}}
         ;;
+      corpus)
+        eval "$(tools/datatrove-env.sh)"
+        cargo build --release --locked -p leo-plugin-corpus --example corpus_run
+        "$LEO_DATATROVE_PYTHON" bench/corpus.py --leo "{{target_dir}}/release/examples/corpus_run" \
+          --python "$LEO_DATATROVE_PYTHON" --model "$LEO_LID176_MODEL" {{args}}
+        ;;
       *)
-        echo "unknown benchmark '{{name}}'; available: engine, train-step, store, tokenize" >&2
+        echo "unknown benchmark '{{name}}'; available: engine, train-step, store, tokenize, corpus" >&2
         exit 2
         ;;
     esac

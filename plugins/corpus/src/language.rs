@@ -13,12 +13,13 @@ use serde_json::Value;
 
 use crate::config;
 use crate::doc::Doc;
+use crate::fasttext_ids::Dictionary;
 use crate::quality::Verdict;
 
 pub struct LanguageId {
     cfg: config::Language,
     wanted: Vec<String>,
-    model: Option<fasttext::FastText>,
+    model: Option<(fasttext::FastText, Dictionary)>,
 }
 
 impl LanguageId {
@@ -30,7 +31,7 @@ impl LanguageId {
                 let name = path.to_string_lossy();
                 ft.load_model(&name)
                     .map_err(|e| anyhow!("loading the fastText model {name}: {e}"))?;
-                Some(ft)
+                Some((ft, Dictionary::load(path)?))
             }
         };
         Ok(LanguageId {
@@ -73,7 +74,7 @@ impl LanguageId {
     }
 
     /// (language, score) pairs; languages as ISO 639-1 codes where one exists.
-    fn scores(&self, doc: &Doc) -> Vec<(String, f64)> {
+    pub fn scores(&self, doc: &Doc) -> Vec<(String, f64)> {
         if self.cfg.use_metadata {
             if let Some(id) = doc.meta.get("identification") {
                 if let (Some(label), Some(prob)) = (
@@ -84,16 +85,11 @@ impl LanguageId {
                 }
             }
         }
-        if let Some(model) = &self.model {
+        if let Some((model, dictionary)) = &self.model {
             // As datatrove: one line, newlines as spaces; fastText's Python API appends
             // the newline that makes the end-of-sentence token.
-            let mut line: String = doc
-                .text
-                .chars()
-                .map(|c| if c == '\n' || c == '\0' { ' ' } else { c })
-                .collect();
-            line.push('\n');
-            return match model.predict(&line, -1, 0.0) {
+            let ids = dictionary.line_ids(&doc.text.replace('\n', " "));
+            return match model.predict_on_words(&ids, -1, 0.0) {
                 Ok(preds) => preds
                     .into_iter()
                     .map(|p| {

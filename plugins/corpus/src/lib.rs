@@ -17,6 +17,7 @@
 pub mod config;
 pub mod dedup;
 pub mod doc;
+pub mod fasttext_ids;
 pub mod language;
 pub mod minhash;
 pub mod normalize;

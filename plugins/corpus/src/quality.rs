@@ -18,21 +18,47 @@ fn drop(reason: &str) -> Verdict {
 /// datatrove's PUNCTUATION_SET: ASCII and CJK punctuation, control characters, and the
 /// terminal punctuation of every script (TERMINAL_PUNCTUATION).
 fn is_punctuation_char(c: char) -> bool {
-    const PUNCTUATION: &str =
-        "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»";
     let cp = c as u32;
-    PUNCTUATION.contains(c)
-        || (0..9).contains(&cp)
-        || (11..13).contains(&cp)
-        || (13..32).contains(&cp)
-        || (127..160).contains(&cp)
-        || is_terminal_punctuation(c)
+    if cp < 128 {
+        return ASCII_PUNCTUATION.with(|t| t[cp as usize]);
+    }
+    (127..160).contains(&cp) || non_ascii_sets().0.contains(&c)
+}
+
+const PUNCTUATION: &str =
+    "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»";
+const TERMINAL: &str = "᪩？⁈𑩂．꩞𑅃﹗𑂾\u{1b7d}፧𑅂꡶꘎⁉࠾᪨𑊩𑱂᱿𖩮᥅\u{11f43}\u{11f44}﹒𑈹𑈸።܂؞꛳\u{10f88}𑗍𐩖𑙂\u{61d}꩟᠉\u{1b7e}𑗗᰼𑻸؟𑪜꧉𑗉𐽙𖫵𖬷܀꓿᜵𑗏𑁇𑗓𑥄៖𑥆𑗑𑗒꯫۔𐩗\u{10f86}꡷\u{2e54}｡៕߹⸮.𑇅࠹𛲟꫰꤯𐽗᭞𑜼፨𑃁꣏𑇟𖬸𑪛𑜾࠷𝪈?𑃀𑗃！։꣎॥𑗖᭛᠃!၊𖺘⁇𑗌𑑋𖭄᭟𑅁𑙁⸼꩝𑗋。꧈꫱𑜽𐽖𑂿᙮។꛷\u{10f89}៚᥄𑗕𑗎᪪᭚࠽𑇞𑗊𐽘\u{2e53}𑗔𖩯𑇍𑻷𐽕𑩃।𑗂𑇆𑁈။᱾𑱁꘏܁᜶‼𑈻‽᪫﹖𑑌𑈼\u{10f87}𑗐៙᰻";
+
+thread_local! {
+    /// PUNCTUATION_SET for ASCII, as a table.
+    static ASCII_PUNCTUATION: [bool; 128] = {
+        let mut t = [false; 128];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let c = i as u8 as char;
+            *slot = PUNCTUATION.contains(c) || TERMINAL.contains(c) || i < 9 || (11..32).contains(&i) || i == 127;
+        }
+        t
+    };
+}
+
+/// The non-ASCII members of PUNCTUATION_SET and of TERMINAL_PUNCTUATION.
+fn non_ascii_sets() -> &'static (AHashSet<char>, AHashSet<char>) {
+    static SETS: std::sync::OnceLock<(AHashSet<char>, AHashSet<char>)> = std::sync::OnceLock::new();
+    SETS.get_or_init(|| {
+        let terminal: AHashSet<char> = TERMINAL.chars().filter(|c| !c.is_ascii()).collect();
+        let mut all: AHashSet<char> = PUNCTUATION.chars().filter(|c| !c.is_ascii()).collect();
+        all.extend(terminal.iter().copied());
+        (all, terminal)
+    })
 }
 
 /// datatrove's TERMINAL_PUNCTUATION (sentence-final marks of many scripts).
 pub fn is_terminal_punctuation(c: char) -> bool {
-    const TERMINAL: &str = "᪩？⁈𑩂．꩞𑅃﹗𑂾\u{1b7d}፧𑅂꡶꘎⁉࠾᪨𑊩𑱂᱿𖩮᥅\u{11f43}\u{11f44}﹒𑈹𑈸።܂؞꛳\u{10f88}𑗍𐩖𑙂\u{61d}꩟᠉\u{1b7e}𑗗᰼𑻸؟𑪜꧉𑗉𐽙𖫵𖬷܀꓿᜵𑗏𑁇𑗓𑥄៖𑥆𑗑𑗒꯫۔𐩗\u{10f86}꡷\u{2e54}｡៕߹⸮.𑇅࠹𛲟꫰꤯𐽗᭞𑜼፨𑃁꣏𑇟𖬸𑪛𑜾࠷𝪈?𑃀𑗃！։꣎॥𑗖᭛᠃!၊𖺘⁇𑗌𑑋𖭄᭟𑅁𑙁⸼꩝𑗋。꧈꫱𑜽𐽖𑂿᙮។꛷\u{10f89}៚᥄𑗕𑗎᪪᭚࠽𑇞𑗊𐽘\u{2e53}𑗔𖩯𑇍𑻷𐽕𑩃।𑗂𑇆𑁈။᱾𑱁꘏܁᜶‼𑈻‽᪫﹖𑑌𑈼\u{10f87}𑗐៙᰻";
-    TERMINAL.contains(c)
+    if c.is_ascii() {
+        matches!(c, '.' | '?' | '!')
+    } else {
+        non_ascii_sets().1.contains(&c)
+    }
 }
 
 /// Hashes of word sequences as if the words were joined into one string: n-gram
@@ -445,6 +471,18 @@ mod tests {
 
     fn doc(text: &str) -> Doc {
         Doc::new("x".into(), text.into(), Map::new(), "f".into(), 1)
+    }
+
+    #[test]
+    fn punctuation_sets_like_datatrove() {
+        for c in ['#', '.', '„', '…', '\u{1}', '\u{85}', '。', '؟'] {
+            assert!(is_punctuation_char(c), "{c:?}");
+        }
+        for c in ['a', 'ä', '0', ' ', '\n', '\t', 'ß'] {
+            assert!(!is_punctuation_char(c), "{c:?}");
+        }
+        assert!(is_terminal_punctuation('.') && is_terminal_punctuation('。'));
+        assert!(!is_terminal_punctuation(',') && !is_terminal_punctuation('"'));
     }
 
     #[test]

@@ -63,9 +63,10 @@ fn main() -> Result<()> {
         enc = enc.without_word_split();
     }
 
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     let ids = enc.encode_batch(&texts)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
 
     // The whole stage, as `leo worker tokenize` runs it (its events go to stdout first).
     let tmp = tempfile::tempdir()?;
@@ -114,6 +115,7 @@ fn main() -> Result<()> {
             "documents": texts.len(),
             "tokens": tokens,
             "seconds": seconds,
+            "cpu_seconds": cpu,
             "run_seconds": run_seconds,
             "threads": rayon::current_num_threads(),
             "chunking": format!("{:?}", enc.chunking()),
@@ -122,4 +124,14 @@ fn main() -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// User + system CPU time of this process so far: on a shared machine it varies less than
+/// wall time.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }

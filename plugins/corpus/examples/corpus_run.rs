@@ -44,6 +44,8 @@ fn main() -> Result<()> {
         work: out.join("work"),
         documents: out.join("documents"),
         stats: out.join("stats"),
+        checkpoints: None,
+        resume_from: None,
     };
     let stats = pipeline::run(&config, &paths, &Quiet)?;
     eprint!("{}", summary::render(&stats));

@@ -22,6 +22,9 @@ pub struct Config {
     pub on_malformed: OnMalformed,
     /// Documents per output shard.
     pub shard_docs: usize,
+    /// A checkpoint after about this many input documents (0: none); a killed stage
+    /// continues from its latest.
+    pub checkpoint_docs: u64,
     pub normalize: Normalize,
     pub filters: Filters,
     pub dedup: Dedup,
@@ -36,6 +39,7 @@ impl Default for Config {
             text_unit: TextUnit::File,
             on_malformed: OnMalformed::Count,
             shard_docs: 100_000,
+            checkpoint_docs: 1_000_000,
             normalize: Normalize::default(),
             filters: Filters::default(),
             dedup: Dedup::default(),

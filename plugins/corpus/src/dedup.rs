@@ -17,7 +17,6 @@ use anyhow::{Context, Result};
 const RECORD: usize = 20;
 
 pub struct Spill {
-    dir: PathBuf,
     exact: Option<BufWriter<File>>,
     buckets: Vec<BufWriter<File>>,
 }
@@ -33,7 +32,6 @@ impl Spill {
             ))
         };
         Ok(Spill {
-            dir: dir.to_path_buf(),
             exact: if exact {
                 Some(open("exact.bin".into())?)
             } else {
@@ -57,36 +55,44 @@ impl Spill {
         Ok(())
     }
 
-    /// Sorts each spill file and clusters the documents. `exact_dups[i]` says whether
-    /// document `i` repeats an earlier document's text.
-    pub fn cluster(self, documents: u32) -> Result<Clusters> {
-        let mut uf = UnionFind::new(documents);
-        let mut exact_dups = vec![false; documents as usize];
-        let dir = self.dir;
-        let mut files = Vec::new();
+    /// Flushes the spill files; they are final afterwards.
+    pub fn finish(self) -> Result<()> {
         if let Some(mut w) = self.exact {
             w.flush().context("writing the exact-dedup spill")?;
-            files.push((dir.join("exact.bin"), true));
         }
-        for (b, mut w) in self.buckets.into_iter().enumerate() {
+        for mut w in self.buckets {
             w.flush().context("writing a MinHash spill")?;
-            files.push((dir.join(format!("bucket-{b:03}.bin")), false));
         }
-        for (path, is_exact) in files {
-            let mut records = read_records(&path)?;
-            records.sort_unstable();
-            for pair in records.windows(2) {
-                if pair[0].0 == pair[1].0 {
-                    if is_exact {
-                        exact_dups[pair[1].1 as usize] = true;
-                    }
-                    uf.union(pair[0].1, pair[1].1);
-                }
-            }
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        }
-        Ok(Clusters { uf, exact_dups })
+        Ok(())
     }
+}
+
+/// Sorts the spills of all segments, one file kind at a time, and clusters the documents.
+/// `exact_dups[i]` says whether document `i` repeats an earlier document's text.
+pub fn cluster(dirs: &[PathBuf], exact: bool, buckets: usize, documents: u32) -> Result<Clusters> {
+    let mut uf = UnionFind::new(documents);
+    let mut exact_dups = vec![false; documents as usize];
+    let mut kinds: Vec<(String, bool)> = Vec::new();
+    if exact {
+        kinds.push(("exact.bin".into(), true));
+    }
+    kinds.extend((0..buckets).map(|b| (format!("bucket-{b:03}.bin"), false)));
+    for (name, is_exact) in kinds {
+        let mut records = Vec::new();
+        for dir in dirs {
+            records.extend(read_records(&dir.join(name.as_str()))?);
+        }
+        records.sort_unstable();
+        for pair in records.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                if is_exact {
+                    exact_dups[pair[1].1 as usize] = true;
+                }
+                uf.union(pair[0].1, pair[1].1);
+            }
+        }
+    }
+    Ok(Clusters { uf, exact_dups })
 }
 
 fn write_record(w: &mut BufWriter<File>, key: u128, index: u32) -> Result<()> {
@@ -183,11 +189,11 @@ mod tests {
         s.add(3, 13, Some(&[100, 203])).unwrap();
         s.add(4, 14, Some(&[104, 203])).unwrap();
         s.add(5, 15, None).unwrap();
-        let mut c = s.cluster(6).unwrap();
+        s.finish().unwrap();
+        let mut c = cluster(&[dir.path().to_path_buf()], true, 2, 6).unwrap();
         let roots: Vec<u32> = (0..6).map(|i| c.root(i)).collect();
         assert_eq!(roots, vec![0, 1, 1, 0, 0, 5]);
         assert_eq!(c.exact_dups, vec![false, false, true, false, false, false]);
         assert_eq!(c.cluster_size(4), 3);
-        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }

@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod pytext;
 pub mod quality;
 pub mod read;
+pub mod segments;
 pub mod summary;
 pub mod words;
 
@@ -76,6 +77,8 @@ impl Plugin for Corpus {
             work: inv.work_dir.join("corpus-work"),
             documents: inv.output_dir.join("documents"),
             stats: inv.output_dir.join("stats"),
+            checkpoints: Some(inv.checkpoint_dir.clone()),
+            resume_from: inv.resume_from.as_ref().map(|r| r.path.clone()),
         };
         let report = EventReport {
             events,
@@ -146,5 +149,11 @@ impl pipeline::Report for EventReport<'_> {
             level: "warn".into(),
             message: message.to_string(),
         });
+    }
+
+    fn checkpoint(&self, dir: &std::path::Path, step: u64) -> Result<()> {
+        self.events
+            .checkpoint(step, dir)
+            .context("reporting a checkpoint")
     }
 }

@@ -9,15 +9,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::{Config, OnMalformed};
-use crate::dedup::Spill;
 use crate::doc::Doc;
 use crate::language::{self, LanguageId};
 use crate::minhash::MinHasher;
 use crate::read::{self, Batch, InputFile, Records};
+use crate::segments::{self, Progress, SegmentWriter};
 use crate::{normalize, quality};
 
 /// Where the stage reads and writes.
@@ -27,15 +27,22 @@ pub struct Paths {
     pub work: PathBuf,
     pub documents: PathBuf,
     pub stats: PathBuf,
+    /// Where checkpoints go (`step-N/`), and the checkpoint to continue from.
+    pub checkpoints: Option<PathBuf>,
+    pub resume_from: Option<PathBuf>,
 }
 
 /// Progress and results as they happen (the plugin turns them into events).
 pub trait Report {
     fn progress(&self, docs: u64, bytes: u64);
     fn log(&self, message: &str);
+    /// A complete checkpoint folder; an error stops the stage.
+    fn checkpoint(&self, _dir: &Path, _step: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Removed {
     pub documents: u64,
     pub bytes: u64,
@@ -58,7 +65,7 @@ impl Removed {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub files: u64,
     pub documents_in: u64,
@@ -249,21 +256,45 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
     };
     std::fs::create_dir_all(&paths.work)
         .with_context(|| format!("creating {}", paths.work.display()))?;
-    let kept_path = paths.work.join("kept.jsonl.zst");
-    let mut kept_out = zstd::Encoder::new(
-        BufWriter::new(
-            File::create(&kept_path)
-                .with_context(|| format!("creating {}", kept_path.display()))?,
-        ),
-        1,
-    )?;
-    let mut spill = Spill::create(
-        &paths.work.join("dedup"),
-        config.dedup.exact.enabled,
-        if m.enabled { m.buckets } else { 0 },
-    )?;
+    let buckets = if m.enabled { m.buckets } else { 0 };
+    let exact = config.dedup.exact.enabled;
+    let config_json = serde_json::to_value(config)?;
+
+    // Continue from a checkpoint made with the same params; otherwise start over.
+    let mut segments: Vec<PathBuf> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut batches_done = 0u64;
     let mut kept_count: u32 = 0;
-    let mut text_bytes: Vec<u32> = Vec::new();
+    if let Some(dir) = &paths.resume_from {
+        let (progress, dirs) = segments::read_checkpoint(dir)?;
+        if progress.config == config_json {
+            report.log(&format!(
+                "continuing after {} input batches ({} documents) from {}",
+                progress.batches,
+                progress.stats.documents_in,
+                dir.display()
+            ));
+            batches_done = progress.batches;
+            kept_count = progress.kept;
+            stats = Stats {
+                seconds: 0.0,
+                language_backend: stats.language_backend,
+                ..progress.stats
+            };
+            segments = dirs;
+            names = progress.segments;
+        } else {
+            report.log("the checkpoint was made with other params: starting over");
+        }
+    }
+    let open_segment = |names: &mut Vec<String>| -> Result<SegmentWriter> {
+        let name = format!("segment-{:05}", names.len());
+        let writer = SegmentWriter::create(&paths.work.join(&name), exact, buckets)?;
+        names.push(name);
+        Ok(writer)
+    };
+    let mut segment = open_segment(&mut names)?;
+    let mut since_checkpoint = 0u64;
     // Small batches, many in flight: documents vary from a line to megabytes.
     let group = rayon::current_num_threads() * 16;
 
@@ -271,7 +302,8 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(group);
         let files = &files;
         scope.spawn(move || {
-            for batch in read::Batches::new(files, config, 256 << 10) {
+            let batches = read::Batches::new(files, config, 256 << 10).skip(batches_done as usize);
+            for batch in batches {
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {
                     return;
@@ -287,12 +319,14 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
             if pending.is_empty() {
                 break;
             }
+            batches_done += pending.len() as u64;
             let results: Vec<BatchResult> = std::mem::take(&mut pending)
                 .into_par_iter()
                 .map(|b| workers.process(b))
                 .collect();
             for r in results {
                 stats.documents_in += r.documents;
+                since_checkpoint += r.documents;
                 stats.bytes_in += r.bytes;
                 for (slot, removed) in stats.filters.iter_mut().zip(&r.removed) {
                     slot.1.merge(removed);
@@ -308,30 +342,43 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
                     }
                 }
                 for k in r.kept {
-                    kept_out.write_all(k.line.as_bytes())?;
-                    kept_out.write_all(b"\n")?;
-                    spill.add(kept_count, k.exact, k.buckets.as_deref())?;
-                    text_bytes.push(k.text_bytes);
+                    segment.add(
+                        kept_count,
+                        &k.line,
+                        k.text_bytes,
+                        k.exact,
+                        k.buckets.as_deref(),
+                    )?;
                     kept_count = kept_count
                         .checked_add(1)
                         .context("more than 4 billion documents in one stage: split the input")?;
                 }
             }
             report.progress(stats.documents_in, stats.bytes_in);
+            if let Some(dir) = &paths.checkpoints {
+                if config.checkpoint_docs > 0 && since_checkpoint >= config.checkpoint_docs {
+                    let closed = std::mem::replace(&mut segment, open_segment(&mut names)?);
+                    segments.push(closed.close()?);
+                    let progress = Progress {
+                        batches: batches_done,
+                        kept: kept_count,
+                        stats: std::mem::take(&mut stats),
+                        segments: names[..segments.len()].to_vec(),
+                        config: config_json.clone(),
+                    };
+                    let written = segments::write_checkpoint(dir, &segments, &progress)?;
+                    stats = progress.stats;
+                    report.checkpoint(&written, batches_done)?;
+                    since_checkpoint = 0;
+                }
+            }
         }
         Ok(())
     })?;
-    kept_out.finish()?.flush()?;
-    let mut clusters = spill.cluster(kept_count)?;
-    write_output(
-        config,
-        paths,
-        &kept_path,
-        &mut clusters,
-        &text_bytes,
-        &mut stats,
-    )?;
-    std::fs::remove_file(&kept_path).ok();
+    segments.push(segment.close()?);
+    let spills: Vec<PathBuf> = segments.iter().map(|s| s.join("dedup")).collect();
+    let mut clusters = crate::dedup::cluster(&spills, exact, buckets, kept_count)?;
+    write_output(config, paths, &segments, &mut clusters, &mut stats)?;
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
 }
@@ -340,23 +387,34 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
 fn write_output(
     config: &Config,
     paths: &Paths,
-    kept_path: &Path,
+    segments: &[PathBuf],
     clusters: &mut crate::dedup::Clusters,
-    text_bytes: &[u32],
     stats: &mut Stats,
 ) -> Result<()> {
     std::fs::create_dir_all(&paths.documents)?;
     std::fs::create_dir_all(&paths.stats)?;
-    let reader = BufReader::with_capacity(
-        1 << 20,
-        zstd::Decoder::new(
-            File::open(kept_path).with_context(|| format!("opening {}", kept_path.display()))?,
-        )?,
-    );
+    let mut text_bytes: Vec<u32> = Vec::new();
+    let mut readers: Vec<Box<dyn BufRead>> = Vec::new();
+    for dir in segments {
+        let lens = std::fs::read(dir.join("lens.bin"))
+            .with_context(|| format!("reading {}", dir.display()))?;
+        text_bytes.extend(
+            lens.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        let kept = dir.join("kept.jsonl.zst");
+        readers.push(Box::new(BufReader::with_capacity(
+            1 << 20,
+            zstd::Decoder::new(
+                File::open(&kept).with_context(|| format!("opening {}", kept.display()))?,
+            )?,
+        )));
+    }
+    let reader = readers.into_iter().flat_map(|r| r.lines());
     let mut members: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut shard: Option<zstd::Encoder<'static, BufWriter<File>>> = None;
     let mut in_shard = 0usize;
-    for (i, line) in reader.lines().enumerate() {
+    for (i, line) in reader.enumerate() {
         let line = line.context("reading back the filtered documents")?;
         let Some(&bytes) = text_bytes.get(i) else {
             break;

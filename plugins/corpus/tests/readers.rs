@@ -186,6 +186,8 @@ fn oscar_2301_and_2201_records_are_read_and_malformed_lines_reported() {
         work: tmp.path().join("out3/work"),
         documents: tmp.path().join("out3/documents"),
         stats: tmp.path().join("out3/stats"),
+        checkpoints: None,
+        resume_from: None,
     };
     let err = pipeline::run(&c, &paths, &Recorder::default()).unwrap_err();
     assert!(

@@ -27,6 +27,9 @@ pub fn corpus() -> PathBuf {
 pub struct Recorder {
     pub logs: Mutex<Vec<String>>,
     pub progress: Mutex<Vec<u64>>,
+    pub checkpoints: Mutex<Vec<(PathBuf, u64)>>,
+    /// Fail when asked to report this checkpoint (1-based): a stage killed right there.
+    pub fail_at_checkpoint: Option<usize>,
 }
 
 impl Report for Recorder {
@@ -35,6 +38,14 @@ impl Report for Recorder {
     }
     fn log(&self, message: &str) {
         self.logs.lock().unwrap().push(message.to_string());
+    }
+    fn checkpoint(&self, dir: &Path, step: u64) -> anyhow::Result<()> {
+        let mut all = self.checkpoints.lock().unwrap();
+        all.push((dir.to_path_buf(), step));
+        if Some(all.len()) == self.fail_at_checkpoint {
+            anyhow::bail!("killed after checkpoint {step}");
+        }
+        Ok(())
     }
 }
 
@@ -56,14 +67,28 @@ pub fn run_on(
     language_model: Option<&Path>,
     report: &Recorder,
 ) -> Stats {
+    try_run(config, inputs, out, language_model, None, report).expect("the corpus stage runs")
+}
+
+/// One attempt with checkpoints in `out/checkpoints`, maybe resuming from `resume_from`.
+pub fn try_run(
+    config: &Config,
+    inputs: Vec<(String, PathBuf)>,
+    out: &Path,
+    language_model: Option<&Path>,
+    resume_from: Option<&Path>,
+    report: &Recorder,
+) -> anyhow::Result<Stats> {
     let paths = Paths {
         inputs,
         language_model: language_model.map(Path::to_path_buf),
         work: out.join("work"),
         documents: out.join("documents"),
         stats: out.join("stats"),
+        checkpoints: Some(out.join("checkpoints")),
+        resume_from: resume_from.map(Path::to_path_buf),
     };
-    pipeline::run(config, &paths, report).expect("the corpus stage runs")
+    pipeline::run(config, &paths, report)
 }
 
 /// Every document of the output shards, as parsed JSON, in order.

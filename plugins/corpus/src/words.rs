@@ -499,34 +499,11 @@ fn lookbehind_as_group(alt: &str) -> Option<String> {
     Some(format!("(?:{behind})({tail})"))
 }
 
-/// Byte index of the `)` closing a group whose body starts at `s[0]`.
-fn group_end(s: &str) -> Option<usize> {
+/// Walks a pattern's characters outside escapes and character classes, with the group depth
+/// before each; stops at the first character `stop` accepts and returns its byte index.
+fn scan(pattern: &str, mut stop: impl FnMut(usize, char, usize) -> bool) -> Option<usize> {
     let mut depth = 0usize;
     let mut in_class = false;
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            ']' if in_class => in_class = false,
-            _ if in_class => {}
-            '[' => in_class = true,
-            '(' => depth += 1,
-            ')' if depth == 0 => return Some(i),
-            ')' => depth -= 1,
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The top-level alternatives of a pattern (`|` outside groups and classes).
-fn split_alternatives(pattern: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut in_class = false;
-    let mut start = 0;
     let mut chars = pattern.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
@@ -536,14 +513,40 @@ fn split_alternatives(pattern: &str) -> Vec<&str> {
             ']' if in_class => in_class = false,
             _ if in_class => {}
             '[' => in_class = true,
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            '|' if depth == 0 => {
-                out.push(&pattern[start..i]);
-                start = i + 1;
+            _ => {
+                if stop(i, c, depth) {
+                    return Some(i);
+                }
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
             }
-            _ => {}
         }
+    }
+    None
+}
+
+/// Byte index of the `)` closing a group whose body starts at `s[0]`.
+fn group_end(s: &str) -> Option<usize> {
+    scan(s, |_, c, depth| c == ')' && depth == 0)
+}
+
+/// The top-level alternatives of a pattern (`|` outside groups and classes).
+fn split_alternatives(pattern: &str) -> Vec<&str> {
+    let mut cuts = Vec::new();
+    scan(pattern, |i, c, depth| {
+        if c == '|' && depth == 0 {
+            cuts.push(i);
+        }
+        false
+    });
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut start = 0;
+    for cut in cuts {
+        out.push(&pattern[start..cut]);
+        start = cut + 1;
     }
     out.push(&pattern[start..]);
     out
@@ -641,6 +644,15 @@ mod tests {
         assert_eq!(t.count_sentences("Ein Satz ohne Ende"), 1);
         assert_eq!(t.count_sentences("Was?! Nichts."), 2);
         assert_eq!(t.count_sentences(""), 0);
+    }
+
+    #[test]
+    fn alternatives_split_outside_groups_and_classes() {
+        assert_eq!(
+            split_alternatives(r"a|(b|c)|[|]|\|"),
+            vec!["a", "(b|c)", "[|]", r"\|"]
+        );
+        assert_eq!(group_end(r"[)]\)x)y"), Some(6));
     }
 
     #[test]

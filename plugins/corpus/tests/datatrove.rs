@@ -51,15 +51,10 @@ fn datatrove(out: &Path) -> (HashMap<String, BTreeSet<String>>, Vec<Vec<String>>
 }
 
 fn only(family: &str) -> Config {
-    let mut c = Config::default();
-    c.normalize.nfc = false;
-    c.normalize.whitespace = false;
-    c.dedup.exact.enabled = false;
-    c.dedup.minhash.enabled = false;
+    let mut c = support::reading_only();
     let f = &mut c.filters;
     f.language.enabled = family == "language";
     f.language.use_metadata = false;
-    f.oscar.enabled = false;
     f.gopher_repetition.enabled = family == "gopher_repetition";
     f.gopher_quality.enabled = family == "gopher_quality";
     f.fineweb_quality.enabled = family == "fineweb_quality";

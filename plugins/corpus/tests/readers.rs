@@ -10,23 +10,7 @@ use std::path::{Path, PathBuf};
 use leo_plugin_corpus::config::{Config, OnMalformed};
 use leo_plugin_corpus::pipeline;
 use serde_json::json;
-use support::{kept_docs, run_on, shared_data, Recorder};
-
-/// Only reading: no filter, no dedup, no normalisation.
-fn reading_only() -> Config {
-    let mut c = Config::default();
-    c.normalize.nfc = false;
-    c.normalize.whitespace = false;
-    c.dedup.exact.enabled = false;
-    c.dedup.minhash.enabled = false;
-    let f = &mut c.filters;
-    f.language.enabled = false;
-    f.oscar.enabled = false;
-    f.gopher_repetition.enabled = false;
-    f.gopher_quality.enabled = false;
-    f.fineweb_quality.enabled = false;
-    c
-}
+use support::{kept_docs, reading_only, run_on, shared_data, Recorder};
 
 /// An OSCAR 23.01 record as the OSCAR documentation describes it.
 fn oscar_2301(

@@ -22,6 +22,23 @@ pub fn corpus() -> PathBuf {
     shared_data().join("corpus-de/debian-docs-de.jsonl.zst")
 }
 
+/// Only reading: no normalisation, no filter, no dedup (tests switch on what they check).
+pub fn reading_only() -> Config {
+    let mut c = Config::default();
+    c.normalize.nfc = false;
+    c.normalize.whitespace = false;
+    c.dedup.exact.enabled = false;
+    c.dedup.minhash.enabled = false;
+    let f = &mut c.filters;
+    f.language.enabled = false;
+    f.oscar.enabled = false;
+    f.gopher_repetition.enabled = false;
+    f.gopher_quality.enabled = false;
+    f.fineweb_quality.enabled = false;
+    f.c4.enabled = false;
+    c
+}
+
 /// Records what the stage reports.
 #[derive(Default)]
 pub struct Recorder {

@@ -1,7 +1,8 @@
 //! LeoLM's data path through `leo run`: real German documents → `corpus` (filters, exact and
 //! MinHash dedup) → `tokenize` (Llama-2 tokenizer, Megatron shards). A rerun is served from
-//! the cache, and a run killed in the middle of the corpus stage finishes with `leo resume`
-//! with the same artifacts as an uninterrupted run.
+//! the cache, and a run killed in the middle of the corpus stage finishes with `leo resume`:
+//! the corpus stage continues from its checkpoint, and the artifacts equal an uninterrupted
+//! run's.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use leo_e2e::*;
 
-const DOCS: usize = 4000;
+/// The whole shared corpus: several input rounds, so the corpus stage checkpoints a few times.
+const DOCS: usize = 26_048;
 
 fn shared_data() -> PathBuf {
     let root = repo_root().join("../shared/data");
@@ -45,6 +47,8 @@ plugin = "corpus"
 inputs = {{ web = "file://${{workflow.dir}}/web" }}
 # No language model file here: whatlang identifies the language.
 params.filters.language = {{ threshold = 0.5 }}
+# A checkpoint after every round of input batches (about 7,000 documents).
+params.checkpoint_docs = 1
 
 [stages.tokenize]
 plugin = "tokenize"

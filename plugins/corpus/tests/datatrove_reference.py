@@ -93,30 +93,45 @@ def filter_decisions(records, lid_model):
     return kept
 
 
-def minhash_clusters(corpus, records, work):
+def minhash_clusters(records, work):
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupSignature
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster
     from datatrove.pipeline.readers import JsonlReader
 
+    # One input file per core: datatrove parallelises the signatures by file.
+    cores = os.cpu_count()
+    share = (len(records) + cores - 1) // cores
+    parts = [records[i * share : (i + 1) * share] for i in range(cores)]
+    inputs = os.path.join(work, "input")
+    os.makedirs(inputs, exist_ok=True)
+    for i, part in enumerate(parts):
+        with open(os.path.join(inputs, f"part-{i:03d}.jsonl"), "w") as f:
+            for r in part:
+                f.write(json.dumps({"id": r["id"], "text": r["text"]}, ensure_ascii=False) + "\n")
     config = MinhashConfig()
     sigs, buckets, clusters = (os.path.join(work, d) for d in ("sigs", "buckets", "clusters"))
-    reader = JsonlReader(os.path.dirname(corpus), glob_pattern=os.path.basename(corpus), compression="zstd")
+    reader = JsonlReader(inputs, compression=None)
     steps = [
         [reader, MinhashDedupSignature(output_folder=sigs, config=config, language="de")],
         [MinhashDedupBuckets(input_folder=sigs, output_folder=buckets, config=config)],
         [MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=config, save_cluster_id=True)],
     ]
-    tasks = [1, config.num_buckets, 1]
+    tasks = [len(parts), config.num_buckets, 1]
     for i, (pipeline, n) in enumerate(zip(steps, tasks)):
         LocalPipelineExecutor(
-            pipeline=pipeline, tasks=n, workers=os.cpu_count(), logging_dir=os.path.join(work, f"logs{i}")
+            pipeline=pipeline, tasks=n, workers=cores, logging_dir=os.path.join(work, f"logs{i}")
         ).run()
+    # `NNNNNN.clusters` holds (document index within that task's file, cluster id) pairs.
     members = {}
-    with open(os.path.join(clusters, "000000.clusters"), "rb") as f:
-        data = f.read()
-    for doc_index, cluster in struct.iter_unpack("<2I", data):
-        members.setdefault(cluster, []).append(records[doc_index]["id"])
+    for rank, part in enumerate(parts):
+        path = os.path.join(clusters, f"{rank:06d}.clusters")
+        if not os.path.exists(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        for doc_index, cluster in struct.iter_unpack("<2I", data):
+            members.setdefault(cluster, []).append(part[doc_index]["id"])
     return [ids for ids in members.values() if len(ids) > 1]
 
 
@@ -126,7 +141,7 @@ def main():
     records = load(corpus)
     started = time.time()
     with open(os.path.join(out, "clusters.json"), "w") as f:
-        json.dump(minhash_clusters(corpus, records, os.path.join(out, "work")), f)
+        json.dump(minhash_clusters(records, os.path.join(out, "work")), f)
     print(f"datatrove minhash: {time.time() - started:.1f} s", file=sys.stderr)
     started = time.time()
     with open(os.path.join(out, "kept.json"), "w") as f:

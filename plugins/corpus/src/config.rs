@@ -385,10 +385,14 @@ impl Config {
             return Err(ParamError::new("shard_docs", "must be at least 1"));
         }
         let m = &self.dedup.minhash;
-        if m.enabled && (m.n_grams == 0 || m.buckets == 0 || m.hashes_per_bucket == 0) {
+        if m.enabled
+            && !((1..=64).contains(&m.n_grams)
+                && (1..=256).contains(&m.buckets)
+                && (1..=64).contains(&m.hashes_per_bucket))
+        {
             return Err(ParamError::new(
                 "dedup.minhash",
-                "n_grams, buckets and hashes_per_bucket must be at least 1",
+                "n_grams and hashes_per_bucket must be 1 to 64, buckets 1 to 256",
             ));
         }
         let l = &self.filters.language;

@@ -83,6 +83,9 @@ pub fn cluster(dirs: &[PathBuf], exact: bool, buckets: usize, documents: u32) ->
             records.extend(read_records(&dir.join(name.as_str()))?);
         }
         records.sort_unstable();
+        if let Some(&(_, bad)) = records.iter().find(|r| r.1 >= documents) {
+            anyhow::bail!("{name}: document {bad} is beyond the {documents} documents: a checkpoint is damaged");
+        }
         for pair in records.windows(2) {
             if pair[0].0 == pair[1].0 {
                 if is_exact {
@@ -104,6 +107,12 @@ fn write_record(w: &mut BufWriter<File>, key: u128, index: u32) -> Result<()> {
 fn read_records(path: &Path) -> Result<Vec<(u128, u32)>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata()?.len() as usize;
+    if len % RECORD != 0 {
+        anyhow::bail!(
+            "{} is truncated ({len} bytes is no whole number of records)",
+            path.display()
+        );
+    }
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut out = Vec::with_capacity(len / RECORD);
     let mut buf = [0u8; RECORD];

@@ -51,7 +51,10 @@ impl LanguageId {
     }
 
     pub fn check(&self, doc: &mut Doc) -> Verdict {
-        let scores = self.scores(doc);
+        let scores = match self.scores(doc) {
+            Ok(scores) => scores,
+            Err(e) => return Err(format!("language_model_error: {e}")),
+        };
         if let Some((lang, score)) = scores
             .iter()
             .max_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
@@ -74,14 +77,14 @@ impl LanguageId {
     }
 
     /// (language, score) pairs; languages as ISO 639-1 codes where one exists.
-    pub fn scores(&self, doc: &Doc) -> Vec<(String, f64)> {
+    pub fn scores(&self, doc: &Doc) -> Result<Vec<(String, f64)>, String> {
         if self.cfg.use_metadata {
             if let Some(id) = doc.meta.get("identification") {
                 if let (Some(label), Some(prob)) = (
                     id.get("label").and_then(Value::as_str),
                     id.get("prob").and_then(Value::as_f64),
                 ) {
-                    return vec![(base_code(label), prob)];
+                    return Ok(vec![(base_code(label), prob)]);
                 }
             }
         }
@@ -89,21 +92,19 @@ impl LanguageId {
             // As datatrove: one line, newlines as spaces; fastText's Python API appends
             // the newline that makes the end-of-sentence token.
             let ids = dictionary.line_ids(&doc.text.replace('\n', " "));
-            return match model.predict_on_words(&ids, -1, 0.0) {
-                Ok(preds) => preds
-                    .into_iter()
-                    .map(|p| {
-                        let label = p.label.trim_start_matches("__label__");
-                        (base_code(label), p.prob as f64)
-                    })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            let preds = model.predict_on_words(&ids, -1, 0.0)?;
+            return Ok(preds
+                .into_iter()
+                .map(|p| {
+                    let label = p.label.trim_start_matches("__label__");
+                    (base_code(label), p.prob as f64)
+                })
+                .collect());
         }
-        match whatlang::detect(&doc.text) {
+        Ok(match whatlang::detect(&doc.text) {
             Some(info) => vec![(base_code(info.lang().code()), info.confidence())],
             None => Vec::new(),
-        }
+        })
     }
 }
 

@@ -118,8 +118,7 @@ fn strip_diacritics(text: &str) -> String {
 /// datatrove's PUNCTUATION string (not its terminal-punctuation set): what
 /// `simplify_text` turns into spaces.
 fn is_normalised_punctuation(c: char) -> bool {
-    const PUNCTUATION: &str =
-        "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»";
+    use crate::quality::PUNCTUATION;
     let cp = c as u32;
     PUNCTUATION.contains(c)
         || (0..9).contains(&cp)

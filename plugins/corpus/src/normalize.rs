@@ -18,8 +18,9 @@ pub fn normalize(cfg: &Normalize, text: String) -> String {
 }
 
 /// `\r\n` and `\r` → `\n`; spaces and tabs at line ends removed; at most one empty line in
-/// a row; no whitespace at the start or end.
+/// a row; no empty lines at the start or end (indentation is kept).
 fn whitespace(text: &str) -> String {
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut out = String::with_capacity(text.len());
     let mut blank_run = 0;
     for line in text.split('\n') {
@@ -34,7 +35,7 @@ fn whitespace(text: &str) -> String {
         blank_run = 0;
         out.push_str(line.trim_start_matches('\u{feff}'));
     }
-    out.replace('\r', "\n")
+    out
 }
 
 #[cfg(test)]

@@ -124,21 +124,22 @@ impl Workers<'_> {
             ..Default::default()
         };
         let file = &self.files[batch.file].name;
+        let text_lines = matches!(self.config.format, crate::config::Format::Text)
+            || read::kind_of(&self.files[batch.file].path) == Some(read::FileKind::Text);
         let docs: Vec<Result<Doc, String>> = match batch.records {
             Records::Lines(lines) => lines
                 .into_iter()
                 .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
+                .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
                 .map(|(i, l)| {
                     let line = batch.first_line + i as u64;
-                    if matches!(self.config.format, crate::config::Format::Text)
-                        || read::kind_of(&self.files[batch.file].path) == Some(read::FileKind::Text)
-                    {
-                        return Ok(read::text_doc(l, file, line));
-                    }
-                    match serde_json::from_str::<Value>(&l) {
-                        Ok(v) => read::record_to_doc(v, self.config, file, line),
-                        Err(e) => Err(format!("invalid JSON: {e}")),
+                    match l {
+                        Err(e) => Err(e),
+                        Ok(l) if text_lines => Ok(read::text_doc(l, file, line)),
+                        Ok(l) => match serde_json::from_str::<Value>(&l) {
+                            Ok(v) => read::record_to_doc(v, self.config, file, line),
+                            Err(e) => Err(format!("invalid JSON: {e}")),
+                        },
                     }
                     .map_err(|e| format!("{file}:{line}: {e}"))
                 })
@@ -265,6 +266,8 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
     let mut names: Vec<String> = Vec::new();
     let mut batches_done = 0u64;
     let mut kept_count: u32 = 0;
+    // Time spent by earlier attempts, so rates count every attempt's work and time.
+    let mut earlier_seconds = 0.0;
     if let Some(dir) = &paths.resume_from {
         let (progress, dirs) = segments::read_checkpoint(dir)?;
         if progress.config == config_json {
@@ -276,8 +279,8 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
             ));
             batches_done = progress.batches;
             kept_count = progress.kept;
+            earlier_seconds = progress.stats.seconds;
             stats = Stats {
-                seconds: 0.0,
                 language_backend: stats.language_backend,
                 ..progress.stats
             };
@@ -357,6 +360,7 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
             report.progress(stats.documents_in, stats.bytes_in);
             if let Some(dir) = &paths.checkpoints {
                 if config.checkpoint_docs > 0 && since_checkpoint >= config.checkpoint_docs {
+                    stats.seconds = earlier_seconds + started.elapsed().as_secs_f64();
                     let closed = std::mem::replace(&mut segment, open_segment(&mut names)?);
                     segments.push(closed.close()?);
                     let progress = Progress {
@@ -379,7 +383,7 @@ pub fn run(config: &Config, paths: &Paths, report: &dyn Report) -> Result<Stats>
     let spills: Vec<PathBuf> = segments.iter().map(|s| s.join("dedup")).collect();
     let mut clusters = crate::dedup::cluster(&spills, exact, buckets, kept_count)?;
     write_output(config, paths, &segments, &mut clusters, &mut stats)?;
-    stats.seconds = started.elapsed().as_secs_f64();
+    stats.seconds = earlier_seconds + started.elapsed().as_secs_f64();
     Ok(stats)
 }
 
@@ -417,7 +421,7 @@ fn write_output(
     for (i, line) in reader.enumerate() {
         let line = line.context("reading back the filtered documents")?;
         let Some(&bytes) = text_bytes.get(i) else {
-            break;
+            bail!("the segments hold more documents than lengths: a checkpoint is damaged");
         };
         let (i, bytes) = (i as u32, bytes as usize);
         let root = clusters.root(i);

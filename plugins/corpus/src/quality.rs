@@ -25,7 +25,8 @@ fn is_punctuation_char(c: char) -> bool {
     (127..160).contains(&cp) || non_ascii_sets().0.contains(&c)
 }
 
-const PUNCTUATION: &str =
+/// datatrove's PUNCTUATION string (the control characters it adds are ranges in the code).
+pub(crate) const PUNCTUATION: &str =
     "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»";
 const TERMINAL: &str = "᪩？⁈𑩂．꩞𑅃﹗𑂾\u{1b7d}፧𑅂꡶꘎⁉࠾᪨𑊩𑱂᱿𖩮᥅\u{11f43}\u{11f44}﹒𑈹𑈸።܂؞꛳\u{10f88}𑗍𐩖𑙂\u{61d}꩟᠉\u{1b7e}𑗗᰼𑻸؟𑪜꧉𑗉𐽙𖫵𖬷܀꓿᜵𑗏𑁇𑗓𑥄៖𑥆𑗑𑗒꯫۔𐩗\u{10f86}꡷\u{2e54}｡៕߹⸮.𑇅࠹𛲟꫰꤯𐽗᭞𑜼፨𑃁꣏𑇟𖬸𑪛𑜾࠷𝪈?𑃀𑗃！։꣎॥𑗖᭛᠃!၊𖺘⁇𑗌𑑋𖭄᭟𑅁𑙁⸼꩝𑗋。꧈꫱𑜽𐽖𑂿᙮។꛷\u{10f89}៚᥄𑗕𑗎᪪᭚࠽𑇞𑗊𐽘\u{2e53}𑗔𖩯𑇍𑻷𐽕𑩃।𑗂𑇆𑁈။᱾𑱁꘏܁᜶‼𑈻‽᪫﹖𑑌𑈼\u{10f87}𑗐៙᰻";
 

@@ -117,7 +117,8 @@ pub struct Batch {
 }
 
 pub enum Records {
-    Lines(Vec<String>),
+    /// Lines without their newline; `Err` for a line that is not UTF-8.
+    Lines(Vec<Result<String, String>>),
     /// Whole documents of a text file (`text_unit = file | paragraph`), with their lines.
     Texts(Vec<(u64, String)>),
     Rows(Vec<Value>),
@@ -215,8 +216,9 @@ impl<'a> Batches<'a> {
                     while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                         buf.pop();
                     }
-                    // Invalid UTF-8 is kept (replaced) so the parser reports the line.
-                    lines.push(String::from_utf8_lossy(&buf).into_owned());
+                    lines.push(String::from_utf8(std::mem::take(&mut buf)).map_err(|e| {
+                        format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to())
+                    }));
                 }
                 let file = *index;
                 if lines.is_empty() {
@@ -318,11 +320,7 @@ pub fn record_to_doc(record: Value, config: &Config, file: &str, line: u64) -> R
             };
             upgrade_oscar_2201(&mut meta);
             let headers = obj.remove("warc_headers").unwrap_or(Value::Null);
-            let id = headers
-                .get("warc-record-id")
-                .and_then(Value::as_str)
-                .map(|s| s.trim_matches(['<', '>']).to_string())
-                .unwrap_or_else(fallback_id);
+            let id = warc_record_id(&headers).unwrap_or_else(fallback_id);
             meta.insert("warc_headers".into(), headers);
             Ok(Doc::new(id, text, meta, file.to_string(), line))
         }
@@ -337,9 +335,7 @@ pub fn record_to_doc(record: Value, config: &Config, file: &str, line: u64) -> R
                 Some(v) => id_string(v),
                 None => meta
                     .get("warc_headers")
-                    .and_then(|h| h.get("warc-record-id"))
-                    .and_then(Value::as_str)
-                    .map(|s| s.trim_matches(['<', '>']).to_string())
+                    .and_then(warc_record_id)
                     .unwrap_or_else(fallback_id),
             };
             Ok(Doc::new(id, text, meta, file.to_string(), line))
@@ -353,6 +349,14 @@ pub fn record_to_doc(record: Value, config: &Config, file: &str, line: u64) -> R
             Ok(Doc::new(id, text, obj, file.to_string(), line))
         }
     }
+}
+
+/// `<urn:uuid:…>` → `urn:uuid:…`.
+fn warc_record_id(headers: &Value) -> Option<String> {
+    headers
+        .get("warc-record-id")
+        .and_then(Value::as_str)
+        .map(|s| s.trim_matches(['<', '>']).to_string())
 }
 
 fn take_text(obj: &mut Map<String, Value>, field: &str) -> Result<String, String> {

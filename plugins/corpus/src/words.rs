@@ -3,10 +3,8 @@
 //! lengths, shingles) depend on the word boundaries, so leo ports the tokenizer's algorithm
 //! (spaCy `tokenizer.pyx`: whitespace split, special cases, prefix/suffix/infix rules, URLs)
 //! and runs spaCy's own German rules, exported by `tools/spacy-de-export.py` into
-//! `data/spacy-de.json` (spaCy is MIT-licensed).
-//!
-//! Left out: spaCy's second pass that re-applies special cases through a phrase matcher
-//! across tokens (emoticons split by punctuation rules); it changes no German words.
+//! `data/spacy-de.json` (spaCy is MIT-licensed), including its second pass that re-applies
+//! special cases across tokens (emoticons such as `):` that punctuation rules split).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -45,8 +45,8 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write fixture");
 }
 
-fn zstd_file(path: &Path, text: &str) {
-    std::fs::write(path, zstd::encode_all(text.as_bytes(), 3).expect("zstd")).expect("write");
+fn zstd_file(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, zstd::encode_all(bytes, 3).expect("zstd")).expect("write");
 }
 
 fn gzip_file(path: &Path, text: &str) {
@@ -79,7 +79,10 @@ fn oscar_2301_and_2201_records_are_read_and_malformed_lines_reported() {
         "{}\n{{\"content\": \"abgeschnitten\n{}\n{{\"warc_headers\": {{}}, \"metadata\": {{}}, \"text\": 1}}\n[1, 2]\n",
         good[0], good[1]
     );
-    zstd_file(&dir.join("part-1.jsonl.zst"), &text);
+    // Line 6 is not UTF-8.
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(b"{\"content\": \"ung\xfcltig\"}\n");
+    zstd_file(&dir.join("part-1.jsonl.zst"), &bytes);
     gzip_file(
         &dir.join("sub/part-2.jsonl.gz"),
         &(good[0].replace("a1", "b1") + "\n"),
@@ -94,18 +97,19 @@ fn oscar_2301_and_2201_records_are_read_and_malformed_lines_reported() {
         &rec,
     );
     assert_eq!(stats.documents_in, 6);
-    assert_eq!(stats.malformed, 3);
+    assert_eq!(stats.malformed, 4);
     let examples = stats.malformed_examples.join("\n");
     for want in [
         "oscar/part-1.jsonl.zst:2: invalid JSON",
         "oscar/part-1.jsonl.zst:4: no `content` field",
         "oscar/part-1.jsonl.zst:5: the record is not a JSON object",
+        "oscar/part-1.jsonl.zst:6: invalid UTF-8 at byte 16",
     ] {
         assert!(examples.contains(want), "missing `{want}` in:\n{examples}");
     }
     assert_eq!(
         rec.logs.lock().unwrap().len(),
-        3,
+        4,
         "each malformed record is logged"
     );
 

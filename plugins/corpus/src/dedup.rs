@@ -107,7 +107,7 @@ fn write_record(w: &mut BufWriter<File>, key: u128, index: u32) -> Result<()> {
 fn read_records(path: &Path) -> Result<Vec<(u128, u32)>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata()?.len() as usize;
-    if len % RECORD != 0 {
+    if !len.is_multiple_of(RECORD) {
         anyhow::bail!(
             "{} is truncated ({len} bytes is no whole number of records)",
             path.display()

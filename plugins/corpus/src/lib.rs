@@ -145,8 +145,6 @@ impl pipeline::Report for EventReport<'_> {
     }
 
     fn log(&self, message: &str) {
-        // stderr reaches `leo logs`; the event reaches the state and anything watching events.
-        eprintln!("corpus: {message}");
         let _ = self.events.emit(&Event::Log {
             level: "warn".into(),
             message: message.to_string(),

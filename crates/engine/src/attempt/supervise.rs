@@ -376,9 +376,7 @@ async fn handle_event(
                 .await?;
             reported.insert(name, spec.work_dir.join(path));
         }
-        Event::Log { level, message } => {
-            // Into the stored log too, so `leo logs` shows what the plugin said.
-            log.write(format!("[{level}] {message}\n").as_bytes());
+        Event::Log { .. } => {
             spec.state
                 .record_event(attempt_id, seq, "log", &payload)
                 .await?;

@@ -344,3 +344,46 @@ pub fn first_attempt_span(status: &Value, name: &str) -> (i64, i64) {
         a["finished_at"].as_i64().expect("finished_at"),
     )
 }
+
+/// Live (non-zombie) processes whose environment says they belong to run `run_id`
+/// (`LEO_RUN_ID`, which every attempt's processes carry), as pids.
+pub fn processes_of_run(run_id: &str) -> Vec<String> {
+    let marker = format!("LEO_RUN_ID={run_id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter(|pid| alive(pid))
+        .collect()
+}
+
+/// The files of an artifact read back out of the sandbox's store, as `{path: text}`.
+pub fn artifact_files(sb: &Sandbox, digest: &str) -> Value {
+    let store = sb.store_root();
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let manifest_path = store.join(format!("manifests/sha256/{hex}.json"));
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .unwrap_or_else(|e| panic!("manifest {}: {e}", manifest_path.display())),
+    )
+    .expect("manifest JSON");
+    let mut out = serde_json::Map::new();
+    for f in manifest["files"].as_array().expect("files") {
+        let sha = f["sha256"].as_str().expect("sha256");
+        let bytes =
+            std::fs::read(store.join(format!("blobs/sha256/{}/{sha}", &sha[..2]))).expect("blob");
+        out.insert(
+            f["path"].as_str().expect("path").to_string(),
+            Value::String(String::from_utf8_lossy(&bytes).into()),
+        );
+    }
+    Value::Object(out)
+}

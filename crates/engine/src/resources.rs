@@ -108,6 +108,7 @@ mod tests {
             cpus: 1,
             gpus: 1,
             memory: None,
+            ..Default::default()
         };
         let a = p.try_acquire(&r).unwrap();
         let b = p.try_acquire(&r).unwrap();
@@ -119,7 +120,8 @@ mod tests {
             .try_acquire(&Resources {
                 cpus: 1,
                 gpus: 0,
-                memory: None
+                memory: None,
+                ..Default::default()
             })
             .is_none());
         p.release(a);
@@ -127,7 +129,8 @@ mod tests {
             .try_acquire(&Resources {
                 cpus: 1,
                 gpus: 0,
-                memory: None
+                memory: None,
+                ..Default::default()
             })
             .is_some());
         // More CPUs than the machine has: clamped, so it can still run.
@@ -140,7 +143,8 @@ mod tests {
             q.try_acquire(&Resources {
                 cpus: 16,
                 gpus: 0,
-                memory: None
+                memory: None,
+                ..Default::default()
             })
             .unwrap()
             .cpus,
@@ -150,7 +154,8 @@ mod tests {
             .feasible(&Resources {
                 cpus: 1,
                 gpus: 1,
-                memory: None
+                memory: None,
+                ..Default::default()
             })
             .is_err());
     }

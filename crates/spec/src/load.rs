@@ -17,6 +17,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_RETRIES: u32 = 100;
 const MAX_CPUS: u32 = 4096;
 const MAX_GPUS: u32 = 1024;
+const MAX_WORLD_SIZE: u32 = 4096;
 /// URI schemes an external input may use.
 const INPUT_SCHEMES: &[&str] = &["file", "s3", "gs", "az", "http", "https", "hf"];
 
@@ -89,6 +90,7 @@ struct RawResources {
     cpus: Option<u32>,
     gpus: Option<u32>,
     memory: Option<String>,
+    world_size: Option<u32>,
 }
 
 /// Reads and validates a workflow file.
@@ -375,7 +377,30 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
                 Some(m) => Some(parse_memory(m).map_err(|e| err(&["resources", "memory"], e))?),
                 None => None,
             };
-            Resources { cpus, gpus, memory }
+            // One process per GPU unless the stage says otherwise.
+            let (world_size, world_size_at) = match (r.world_size, d.world_size) {
+                (Some(n), _) => (n, at(&["resources", "world_size"])),
+                (None, Some(n)) => (
+                    n,
+                    vec!["defaults".into(), "resources".into(), "world_size".into()],
+                ),
+                (None, None) => (gpus.max(1), Vec::new()),
+            };
+            if world_size == 0 || world_size > MAX_WORLD_SIZE {
+                let path: Vec<&str> = world_size_at.iter().map(String::as_str).collect();
+                return Err(source.error_at(
+                    &path,
+                    format!(
+                        "world_size {world_size} is out of range: a stage runs between 1 and {MAX_WORLD_SIZE} processes"
+                    ),
+                ));
+            }
+            Resources {
+                cpus,
+                gpus,
+                memory,
+                world_size,
+            }
         };
 
         let retries = st.retries.or(raw.defaults.retries).unwrap_or(0);
@@ -605,6 +630,59 @@ mod tests {
             "{HEAD}[stages.a]\nplugin = \"shell\"\n[stages.a]\nplugin = \"shell\"\n"
         ));
         assert!(e.starts_with("w.toml:5:") && e.contains("stages.a"), "{e}");
+    }
+
+    #[test]
+    fn world_size_defaults_to_the_gpus() {
+        let w = load(&format!(
+            "{HEAD}[stages.cpu]\nplugin = \"shell\"\n\
+             [stages.gpu]\nplugin = \"shell\"\nresources = {{ gpus = 4 }}\n\
+             [stages.two]\nplugin = \"shell\"\nresources = {{ gpus = 4, world_size = 2 }}\n"
+        ))
+        .unwrap();
+        let ws = |s: &str| w.workflow.stages[s].resources.world_size;
+        assert_eq!((ws("cpu"), ws("gpu"), ws("two")), (1, 4, 2));
+
+        let w = load(&format!(
+            "{HEAD}[defaults.resources]\nworld_size = 3\n\
+             [stages.a]\nplugin = \"shell\"\nresources = {{ gpus = 8 }}\n\
+             [stages.b]\nplugin = \"shell\"\nresources = {{ world_size = 1 }}\n"
+        ))
+        .unwrap();
+        let ws = |s: &str| w.workflow.stages[s].resources.world_size;
+        assert_eq!((ws("a"), ws("b")), (3, 1));
+
+        // Runs stored before `world_size` existed read back with one process.
+        let stored: Resources = serde_json::from_str(r#"{"cpus": 2, "gpus": 1}"#).unwrap();
+        assert_eq!(stored.world_size, 1);
+    }
+
+    #[test]
+    fn world_size_errors_point_at_the_setting() {
+        let e = first_line_error(&format!(
+            "{HEAD}[stages.a]\nplugin = \"shell\"\nresources = {{ cpus = 2, world_size = 0 }}\n"
+        ));
+        assert_eq!(
+            e,
+            "w.toml:5:25: stages.a.resources.world_size: world_size 0 is out of range: \
+             a stage runs between 1 and 4096 processes"
+        );
+        let e = first_line_error(&format!(
+            "{HEAD}[defaults.resources]\nworld_size = 5000\n[stages.a]\nplugin = \"shell\"\n"
+        ));
+        assert!(
+            e.starts_with(
+                "w.toml:4:1: defaults.resources.world_size: world_size 5000 is out of range"
+            ),
+            "{e}"
+        );
+        let e = first_line_error(&format!(
+            "{HEAD}[stages.a]\nplugin = \"shell\"\nresources = {{ world_size = -2 }}\n"
+        ));
+        assert!(
+            e.starts_with("w.toml:5:28: stages.a.resources.world_size: invalid value"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub enum InputRef {
     External { uri: String },
 }
 
+/// What a stage reserves from the machine. `cpus`, `gpus` and `memory` are for the whole
+/// stage, all of its processes together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     pub cpus: u32,
@@ -75,6 +77,13 @@ pub struct Resources {
     /// Bytes; `None` = no reservation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// Worker processes (ranks) per attempt. Runs stored before it existed had one.
+    #[serde(default = "one")]
+    pub world_size: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for Resources {
@@ -83,6 +92,7 @@ impl Default for Resources {
             cpus: 1,
             gpus: 0,
             memory: None,
+            world_size: 1,
         }
     }
 }

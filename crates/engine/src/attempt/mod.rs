@@ -1,9 +1,10 @@
-//! One attempt of one stage: a child process speaking the worker protocol.
+//! One attempt of one stage: child processes speaking the worker protocol, one per rank
+//! (`world_size` of them; usually one).
 //!
 //! The attempt gets its own working folder and process group. Its stdout and stderr go to a
-//! log file that is stored as an artifact when it ends; stdout lines that are events are
-//! recorded and forwarded. Timeouts and cancellation send SIGTERM to the group, then SIGKILL
-//! after the grace period.
+//! log file that is stored as an artifact when it ends; rank 0's stdout lines that are events
+//! are recorded and forwarded. Timeouts, cancellation and a failed rank send SIGTERM to the
+//! group, then SIGKILL after the grace period.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,10 +24,11 @@ use crate::check::Checked;
 use crate::observer::{EngineEvent, Observer};
 use crate::scheduler::ResolvedInput;
 
+mod process;
 mod supervise;
 
-pub use supervise::kill_all_attempts;
-use supervise::supervise;
+pub use process::kill_all_attempts;
+use supervise::{supervise, Supervised};
 
 /// Lines of stderr kept to explain a failure.
 const ERROR_TAIL_LINES: usize = 8;
@@ -66,6 +68,21 @@ pub(crate) enum Exit {
     Signal(i32),
     TimedOut,
     Cancelled,
+}
+
+impl Exit {
+    fn of(status: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            _ => Exit::Code(-1),
+        }
+    }
+
+    fn is_success(&self) -> bool {
+        matches!(self, Exit::Code(0))
+    }
 }
 
 /// Runs a callback once: when [`OnExit::fire`] is called or, at the latest, when dropped.
@@ -149,26 +166,37 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         None => None,
     };
 
-    let invocation = Invocation {
-        protocol: PROTOCOL_VERSION,
-        run_id: spec.run_id.clone(),
-        stage: spec.stage.clone(),
-        attempt: spec.number,
-        plugin: plugin.name.clone(),
-        params: stage_spec.params.clone(),
-        inputs,
-        outputs: plugin.outputs.clone(),
-        output_dir: output_dir.clone(),
-        checkpoint_dir: checkpoint_dir.clone(),
-        resume_from: resume_from.clone(),
-        work_dir: work.clone(),
-        rank: 0,
-        world_size: 1,
-        rendezvous: None,
+    // A multi-process stage: one invocation per rank, all pointing at one rendezvous address.
+    let world_size = stage_spec.resources.world_size.max(1);
+    let rendezvous = if world_size > 1 {
+        Some(process::free_rendezvous()?)
+    } else {
+        None
     };
-    let invocation_path = work.join("invocation.json");
-    std::fs::write(&invocation_path, serde_json::to_vec_pretty(&invocation)?)
-        .with_context(|| format!("writing {}", invocation_path.display()))?;
+    let mut invocations = Vec::new();
+    for rank in 0..world_size {
+        let invocation = Invocation {
+            protocol: PROTOCOL_VERSION,
+            run_id: spec.run_id.clone(),
+            stage: spec.stage.clone(),
+            attempt: spec.number,
+            plugin: plugin.name.clone(),
+            params: stage_spec.params.clone(),
+            inputs: inputs.clone(),
+            outputs: plugin.outputs.clone(),
+            output_dir: output_dir.clone(),
+            checkpoint_dir: checkpoint_dir.clone(),
+            resume_from: resume_from.clone(),
+            work_dir: work.clone(),
+            rank,
+            world_size,
+            rendezvous: rendezvous.clone(),
+        };
+        let path = work.join(invocation_file(rank));
+        std::fs::write(&path, serde_json::to_vec_pretty(&invocation)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        invocations.push(path);
+    }
 
     let input_edges: Vec<(String, String, Option<String>)> = spec
         .inputs
@@ -205,7 +233,8 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     let result = supervise(
         &spec,
         &attempt_id,
-        &invocation_path,
+        &invocations,
+        rendezvous.as_deref(),
         &log_path,
         stage_spec.timeout,
     )
@@ -214,28 +243,45 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     process_gone.fire();
     let log = store_log(&spec.store, &log_path).await;
 
-    let (status, exit_code, error, outcome) = match result {
-        Ok((Exit::Code(0), reported)) => {
-            match collect_outputs(&spec, &plugin.outputs, &output_dir, reported).await {
-                Ok(outputs) => (
-                    AttemptStatus::Succeeded,
-                    Some(0),
-                    None,
-                    AttemptOutcome::Succeeded { outputs },
-                ),
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    (
-                        AttemptStatus::Failed,
-                        Some(0),
-                        Some(msg.clone()),
-                        AttemptOutcome::Failed { error: msg },
-                    )
-                }
-            }
+    // With several ranks, a failure names the rank that failed first.
+    let rank_of = |rank: u32| {
+        if world_size > 1 {
+            format!("rank {rank} ")
+        } else {
+            String::new()
         }
-        Ok((Exit::Code(code), _)) => {
-            let msg = failure_message(&format!("exited with code {code}"), &log_path);
+    };
+    let (status, exit_code, error, outcome) = match result {
+        Ok(Supervised {
+            exit: Exit::Code(0),
+            reported,
+            ..
+        }) => match collect_outputs(&spec, &plugin.outputs, &output_dir, reported).await {
+            Ok(outputs) => (
+                AttemptStatus::Succeeded,
+                Some(0),
+                None,
+                AttemptOutcome::Succeeded { outputs },
+            ),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                (
+                    AttemptStatus::Failed,
+                    Some(0),
+                    Some(msg.clone()),
+                    AttemptOutcome::Failed { error: msg },
+                )
+            }
+        },
+        Ok(Supervised {
+            exit: Exit::Code(code),
+            rank,
+            ..
+        }) => {
+            let msg = failure_message(
+                &format!("{}exited with code {code}", rank_of(rank)),
+                &log_path,
+            );
             (
                 AttemptStatus::Failed,
                 Some(code),
@@ -243,8 +289,15 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
                 AttemptOutcome::Failed { error: msg },
             )
         }
-        Ok((Exit::Signal(sig), _)) => {
-            let msg = failure_message(&format!("killed by signal {sig}"), &log_path);
+        Ok(Supervised {
+            exit: Exit::Signal(sig),
+            rank,
+            ..
+        }) => {
+            let msg = failure_message(
+                &format!("{}killed by signal {sig}", rank_of(rank)),
+                &log_path,
+            );
             (
                 AttemptStatus::Failed,
                 None,
@@ -252,7 +305,10 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
                 AttemptOutcome::Failed { error: msg },
             )
         }
-        Ok((Exit::TimedOut, _)) => {
+        Ok(Supervised {
+            exit: Exit::TimedOut,
+            ..
+        }) => {
             let msg = format!(
                 "timed out after {}",
                 format_duration(stage_spec.timeout.unwrap_or_default())
@@ -264,7 +320,10 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
                 AttemptOutcome::Failed { error: msg },
             )
         }
-        Ok((Exit::Cancelled, _)) => (
+        Ok(Supervised {
+            exit: Exit::Cancelled,
+            ..
+        }) => (
             AttemptStatus::Cancelled,
             None,
             Some("cancelled".to_string()),
@@ -321,6 +380,16 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         }
     }
     Ok(outcome)
+}
+
+/// The invocation file of a rank: `invocation.json` for rank 0 (the only one of a
+/// single-process stage), `invocation-rank-K.json` for the others.
+fn invocation_file(rank: u32) -> String {
+    if rank == 0 {
+        "invocation.json".to_string()
+    } else {
+        format!("invocation-rank-{rank}.json")
+    }
 }
 
 /// Writes a `.leo-artifact.json` record for each output: what made it (workflow, run, stage,

@@ -1,19 +1,21 @@
-//! Supervising an attempt's worker process: reading its events, enforcing its timeout,
-//! cancelling it, and making sure its process group never outlives the attempt.
+//! Supervising an attempt's worker processes: reading rank 0's events and the other ranks'
+//! output, enforcing the timeout, cancelling, stopping every rank when one fails, and making
+//! sure the process group never outlives the attempt.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use leo_plugin::{Event, ENGINE_PID_ENV, INVOCATION_ENV};
+use anyhow::{bail, Context, Result};
+use leo_plugin::Event;
 use leo_state::{CheckpointRecord, State};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
+use super::process::{self, Launch};
 use super::{AttemptSpec, Exit};
 use crate::observer::EngineEvent;
 use crate::secrets::Secrets;
@@ -35,14 +37,34 @@ impl LogSink {
     }
 }
 
-/// Runs the worker process to its end, handling events, timeout and cancellation.
+/// How the worker processes ended.
+pub(super) struct Supervised {
+    pub exit: Exit,
+    /// The rank `exit` is about: the first that failed, else 0.
+    pub rank: u32,
+    /// Outputs rank 0 reported: name -> path.
+    pub reported: BTreeMap<String, PathBuf>,
+}
+
+/// Why the engine is stopping the ranks before they end on their own.
+#[derive(Clone, Copy)]
+enum Stop {
+    TimedOut,
+    Cancelled,
+    /// A rank failed: the others are stopped; the attempt fails with that rank's exit.
+    RankFailed,
+}
+
+/// Runs the worker processes (one per invocation; the index is the rank) to their end,
+/// handling events, timeout and cancellation.
 pub(super) async fn supervise(
     spec: &AttemptSpec,
     attempt_id: &str,
-    invocation_path: &Path,
+    invocations: &[PathBuf],
+    rendezvous: Option<&str>,
     log_path: &Path,
     timeout: Option<Duration>,
-) -> Result<(Exit, BTreeMap<String, PathBuf>)> {
+) -> Result<Supervised> {
     let stage_spec = &spec.checked.workflow.stages[&spec.stage];
     let plugin = &spec.checked.plugins[&spec.stage];
     let mut secrets = Secrets::from_environment();
@@ -55,69 +77,48 @@ pub(super) async fn supervise(
         secrets,
     });
 
-    let (program, args) = plugin
-        .command
-        .split_first()
-        .context("plugin has no command")?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .arg(invocation_path)
-        .current_dir(&spec.work_dir)
-        .envs(&env)
-        .env(INVOCATION_ENV, invocation_path)
-        .env("LEO_RUN_ID", &spec.run_id)
-        .env("LEO_STAGE", &spec.stage)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // Always set: a stage that asked for no GPU must not see (and grab) any.
-    cmd.env("CUDA_VISIBLE_DEVICES", spec.gpus.join(","));
-    // A worker must die with the engine instead of running on unsupervised (resume reruns it).
-    // `leo worker` arranges that itself (so the spawn can use the fast posix_spawn path);
-    // external plugins get it between fork and exec.
-    cmd.env(ENGINE_PID_ENV, std::process::id().to_string());
-    if !plugin.builtin {
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd.spawn().with_context(|| {
-        format!(
-            "starting {} for stage {}",
-            program.to_string_lossy(),
-            spec.stage
-        )
-    })?;
-    let pid = child
-        .id()
-        .context("worker exited before it could be tracked")? as i32;
+    let launch = Launch {
+        command: &plugin.command,
+        builtin: plugin.builtin,
+        work_dir: &spec.work_dir,
+        env: &env,
+        run_id: &spec.run_id,
+        stage: &spec.stage,
+        gpus: &spec.gpus,
+        rendezvous,
+    };
+    // From here on the process group must not outlive this function, whatever happens.
+    let (group, mut children) = process::spawn_ranks(&launch, invocations)?;
     spec.state
-        .set_attempt_pid(attempt_id, i64::from(pid))
+        .set_attempt_pid(attempt_id, i64::from(group.id()))
         .await?;
 
-    // From here on the process group must not outlive this function, whatever happens.
-    let group = ProcessGroup::new(pid);
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let stderr_task = {
-        let log = log.clone();
+    // Rank 0's stdout carries the stage's events; its stderr and every other rank's output are
+    // log (the others' prefixed with their rank).
+    let mut copiers: Vec<JoinHandle<()>> = Vec::new();
+    let mut rank0_stdout = None;
+    for (rank, child) in (0u32..).zip(children.iter_mut()) {
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        if rank == 0 {
+            rank0_stdout = Some(stdout);
+            copiers.push(tokio::spawn(copy_log(stderr, log.clone())));
+        } else {
+            copiers.push(tokio::spawn(copy_rank_log(stdout, rank, log.clone())));
+            copiers.push(tokio::spawn(copy_rank_log(stderr, rank, log.clone())));
+        }
+    }
+    let stdout = rank0_stdout.context("no rank 0")?;
+    // Each rank is waited for (and reaped) by a task of its own, whatever happens here.
+    let world_size = children.len();
+    let (exit_tx, mut exits) = mpsc::unbounded_channel();
+    for (rank, mut child) in (0u32..).zip(children) {
+        let tx = exit_tx.clone();
         tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            while let Ok(n) = read_chunk(&mut reader, &mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                log.write(&buf);
-                buf.clear();
-            }
-        })
-    };
+            let _ = tx.send((rank, child.wait().await));
+        });
+    }
+    drop(exit_tx);
 
     let mut reported: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut reader = BufReader::new(stdout);
@@ -128,16 +129,19 @@ pub(super) async fn supervise(
     let mut cancel_open = true;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut stdout_open = true;
-    // Set when the worker exits on its own; stdout is then drained (bounded: a detached
-    // descendant may hold it open).
-    let mut exited: Option<Exit> = None;
+    let mut running = world_size;
+    // The first rank that failed, and how.
+    let mut failed: Option<(u32, Exit)> = None;
+    // Set when every rank has exited; stdout is then drained (bounded: a detached descendant
+    // may hold it open).
     let mut drain_until: Option<tokio::time::Instant> = None;
-    // Set when the engine asked the group to stop (timeout, cancel): why, and when to SIGKILL.
-    let mut stopping: Option<(Exit, tokio::time::Instant)> = None;
+    // Set when the engine asked the group to stop (timeout, cancel, a failed rank): why, and
+    // when to SIGKILL (cleared once sent).
+    let mut stopping: Option<(Stop, Option<tokio::time::Instant>)> = None;
 
-    let result: Result<Exit> = async {
+    let result: Result<Supervised> = async {
         loop {
-            if exited.is_some() && !stdout_open {
+            if running == 0 && !stdout_open {
                 break;
             }
             tokio::select! {
@@ -158,37 +162,48 @@ pub(super) async fn supervise(
                         }
                     }
                 }
-                status = child.wait(), if exited.is_none() => {
-                    let status = status.context("waiting for the worker")?;
-                    use std::os::unix::process::ExitStatusExt;
-                    exited = Some(match (status.code(), status.signal()) {
-                        (Some(code), _) => Exit::Code(code),
-                        (None, Some(sig)) => Exit::Signal(sig),
-                        _ => Exit::Code(-1),
-                    });
-                    // Whatever the worker left running (a background process) goes with it.
-                    group.signal(libc::SIGKILL);
-                    drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                ended = exits.recv(), if running > 0 => {
+                    let Some((rank, status)) = ended else {
+                        bail!("lost track of the worker processes");
+                    };
+                    let exit = Exit::of(status.context("waiting for the worker")?);
+                    running -= 1;
+                    if !exit.is_success() && failed.is_none() && stopping.is_none() {
+                        failed = Some((rank, exit));
+                        if running > 0 {
+                            // One rank down: the others cannot finish without it.
+                            group.signal(libc::SIGTERM);
+                            stopping = Some((Stop::RankFailed, Some(tokio::time::Instant::now() + spec.grace)));
+                        }
+                    }
+                    if running == 0 {
+                        // Whatever the workers left running (a background process) goes with them.
+                        group.signal(libc::SIGKILL);
+                        drain_until = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+                    }
                 }
                 _ = sleep_until(progress.flush_at()), if progress.pending.is_some() => {
                     progress.flush(&spec.state, attempt_id).await?;
                 }
-                _ = sleep_until(drain_until), if exited.is_some() && stdout_open => {
+                _ = sleep_until(drain_until), if running == 0 && stdout_open => {
                     stdout_open = false;
                 }
-                _ = sleep_until(deadline), if stopping.is_none() && exited.is_none() => {
+                _ = sleep_until(deadline), if stopping.is_none() && running > 0 => {
                     group.signal(libc::SIGTERM);
-                    stopping = Some((Exit::TimedOut, tokio::time::Instant::now() + spec.grace));
+                    stopping = Some((Stop::TimedOut, Some(tokio::time::Instant::now() + spec.grace)));
                 }
-                _ = sleep_until(stopping.as_ref().map(|s| s.1)), if stopping.is_some() && exited.is_none() => {
+                _ = sleep_until(stopping.and_then(|s| s.1)), if running > 0 => {
                     group.signal(libc::SIGKILL);
+                    if let Some(s) = stopping.as_mut() {
+                        s.1 = None;
+                    }
                 }
-                changed = cancel.changed(), if cancel_open && stopping.is_none() && exited.is_none() => {
+                changed = cancel.changed(), if cancel_open && stopping.is_none() && running > 0 => {
                     match changed {
                         Err(_) => cancel_open = false,
                         Ok(()) if *cancel.borrow() => {
                             group.signal(libc::SIGTERM);
-                            stopping = Some((Exit::Cancelled, tokio::time::Instant::now() + spec.grace));
+                            stopping = Some((Stop::Cancelled, Some(tokio::time::Instant::now() + spec.grace)));
                         }
                         Ok(()) => {}
                     }
@@ -196,20 +211,69 @@ pub(super) async fn supervise(
             }
         }
         progress.flush(&spec.state, attempt_id).await?;
-        Ok(match (stopping, exited) {
-            (Some((reason, _)), _) => reason,
-            (None, Some(exit)) => exit,
-            (None, None) => Exit::Code(-1),
+        let (exit, rank) = match (stopping.map(|s| s.0), failed.take()) {
+            (Some(Stop::TimedOut), _) => (Exit::TimedOut, 0),
+            (Some(Stop::Cancelled), _) => (Exit::Cancelled, 0),
+            (_, Some((rank, exit))) => (exit, rank),
+            (_, None) => (Exit::Code(0), 0),
+        };
+        Ok(Supervised {
+            exit,
+            rank,
+            reported: std::mem::take(&mut reported),
         })
     }
     .await;
     drop(group);
-    if result.is_err() {
-        // The group is dead; reap the leader so no zombie is left behind.
-        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, child.wait()).await;
+    // The log's last lines, bounded: a detached descendant may hold a pipe open.
+    let drained = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+    for mut copier in copiers {
+        if tokio::time::timeout_at(drained, &mut copier).await.is_err() {
+            copier.abort();
+        }
     }
-    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, stderr_task).await;
-    Ok((result?, reported))
+    result
+}
+
+/// Copies a pipe into the log as it is.
+async fn copy_log(pipe: impl AsyncRead + Unpin, log: Arc<LogSink>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    while let Ok(n) = read_chunk(&mut reader, &mut buf).await {
+        if n == 0 {
+            break;
+        }
+        log.write(&buf);
+        buf.clear();
+    }
+}
+
+/// Copies a pipe of rank `rank` > 0 into the log, each line prefixed `[rank K] `. Its `log`
+/// events become text lines; its other events are ignored (rank 0 speaks for the stage).
+async fn copy_rank_log(pipe: impl AsyncRead + Unpin, rank: u32, log: Arc<LogSink>) {
+    let prefix = format!("[rank {rank}] ");
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    while let Ok(n) = read_chunk(&mut reader, &mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let mut out = prefix.clone().into_bytes();
+        match Event::parse_line(&String::from_utf8_lossy(&buf)) {
+            None => out.extend_from_slice(&buf),
+            Some(Event::Log { level, message }) => {
+                out.extend_from_slice(format!("[{level}] {message}").as_bytes())
+            }
+            Some(_) => out.clear(),
+        }
+        if !out.is_empty() {
+            if out.last() != Some(&b'\n') {
+                out.push(b'\n');
+            }
+            log.write(&out);
+        }
+        buf.clear();
+    }
 }
 
 /// Progress events reach the database at most once per [`PROGRESS_RECORD_INTERVAL`]; the
@@ -255,50 +319,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Process groups of running attempts, so a forced exit can take them along.
-static LIVE_GROUPS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// SIGKILLs every running attempt's process group (for a forced exit of the engine).
-pub fn kill_all_attempts() {
-    if let Ok(groups) = LIVE_GROUPS.lock() {
-        for pgid in groups.iter() {
-            // SAFETY: signalling process groups this engine started.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// An attempt's process group; SIGKILLed when dropped.
-struct ProcessGroup(i32);
-
-impl ProcessGroup {
-    fn new(pgid: i32) -> ProcessGroup {
-        if let Ok(mut g) = LIVE_GROUPS.lock() {
-            g.insert(pgid);
-        }
-        ProcessGroup(pgid)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: signalling the attempt's own process group (its leader is the worker).
-        unsafe {
-            libc::kill(-self.0, sig);
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.signal(libc::SIGKILL);
-        if let Ok(mut g) = LIVE_GROUPS.lock() {
-            g.remove(&self.0);
-        }
     }
 }
 

@@ -25,4 +25,4 @@ pub use generate::{Finish, GenerateOptions, Generation};
 pub use loss::{next_token_loss, TrainLoss};
 pub use model::{KvCache, Llama};
 pub use tch;
-pub use tokenizer::{Tokenizer, CHATML};
+pub use tokenizer::{TokenSpans, Tokenizer, CHATML};

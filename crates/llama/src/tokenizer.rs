@@ -8,6 +8,18 @@ use anyhow::{anyhow, Context, Result};
 /// ChatML's turn delimiters.
 pub const CHATML: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
 
+/// A text's tokens and where they came from ([`Tokenizer::encode_with_offsets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpans {
+    pub ids: Vec<u32>,
+    /// Each token's byte range in the text. Tokens from byte fallback share the range of their
+    /// character; a token the normaliser prepends (Llama's `▁`) gets the range of the
+    /// character it precedes; tokens the post-processor adds get an empty range.
+    pub offsets: Vec<(usize, usize)>,
+    /// Whether the post-processor added the token (Llama: the BOS).
+    pub added: Vec<bool>,
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }
@@ -27,6 +39,24 @@ impl Tokenizer {
             .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("encoding: {e}"))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Like [`Tokenizer::encode`], with where each token came from in `text`. Chat
+    /// fine-tuning maps its loss mask onto the tokens of one whole encoding with these ranges.
+    pub fn encode_with_offsets(&self, text: &str, add_special_tokens: bool) -> Result<TokenSpans> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| anyhow!("encoding: {e}"))?;
+        Ok(TokenSpans {
+            ids: enc.get_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+            added: enc
+                .get_special_tokens_mask()
+                .iter()
+                .map(|&m| m == 1)
+                .collect(),
+        })
     }
 
     /// Encodes many texts in parallel.

@@ -1,6 +1,6 @@
 //! Finding a stage's plugin and asking it about its params, before anything runs.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +21,26 @@ pub struct PluginInfo {
     pub command: Vec<OsString>,
     /// Runs as `leo worker` (which ties its life to the engine itself).
     pub builtin: bool,
+}
+
+/// Plugins served by companion executables beside `leo`: (plugin name, executable). They need
+/// libraries the `leo` binary must never link (libtorch), so they live in programs of their own
+/// that speak the exec protocol as `EXE describe NAME` and `EXE worker NAME INVOCATION`.
+pub const COMPANION_PLUGINS: &[(&str, &str)] = &[
+    ("pretrain", "leo-torch"),
+    ("sft", "leo-torch"),
+    ("eval", "leo-torch"),
+    ("mtbench", "leo-torch"),
+];
+
+/// How to build a companion executable, for the error when it is missing.
+fn build_hint(exe: &str) -> String {
+    match exe {
+        "leo-torch" => {
+            "build it with `cargo build -p leo-torch` (needs libtorch: tools/torch-env.sh)".into()
+        }
+        other => format!("build it with `cargo build -p {other}`"),
+    }
 }
 
 #[derive(Debug)]
@@ -58,10 +78,26 @@ impl Catalog {
     ) -> Result<PluginInfo, DescribeError> {
         match plugin {
             PluginRef::Builtin(name) => {
+                if self.builtin(name).is_none() {
+                    if let Some((_, exe)) = COMPANION_PLUGINS.iter().find(|(n, _)| n == name) {
+                        return describe_companion(
+                            name,
+                            exe,
+                            &self.leo_exe,
+                            std::env::var_os("PATH").as_deref(),
+                            params,
+                        );
+                    }
+                }
                 let p = self.builtin(name).ok_or_else(|| {
                     DescribeError::Unknown(format!(
-                        "unknown plugin `{name}`; built-ins are: {} (or use exec:PATH for an external plugin)",
-                        self.builtin_names().join(", ")
+                        "unknown plugin `{name}`; built-ins are: {}; with leo-torch: {} (or use exec:PATH for an external plugin)",
+                        self.builtin_names().join(", "),
+                        COMPANION_PLUGINS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?;
                 let outputs = p.describe(params).map_err(DescribeError::Param)?;
@@ -84,46 +120,8 @@ fn describe_exec(path: &str, params: &Value) -> Result<PluginInfo, DescribeError
             "external plugin `{path}` not found or not executable"
         ))
     })?;
-    let mut child = Command::new(&exe)
-        .arg("describe")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| DescribeError::Other(format!("starting `{} describe`: {e}", exe.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A plugin that exits without reading its params closes the pipe: not an error here.
-        let _ = stdin.write_all(params.to_string().as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| DescribeError::Other(format!("running `{} describe`: {e}", exe.display())))?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        let err_text = String::from_utf8_lossy(&out.stderr);
-        for line in text.lines().chain(err_text.lines()) {
-            if let Ok(e) = serde_json::from_str::<ParamError>(line.trim()) {
-                return Err(DescribeError::Param(e));
-            }
-        }
-        return Err(DescribeError::Other(format!(
-            "`{} describe` failed ({}): {}",
-            exe.display(),
-            out.status,
-            err_text.lines().last().unwrap_or("").trim()
-        )));
-    }
-    let reply: DescribeReply = serde_json::from_slice(&out.stdout).map_err(|e| {
-        DescribeError::Other(format!(
-            "`{} describe` printed no valid reply: {e}",
-            exe.display()
-        ))
-    })?;
-    let version = match reply.version {
-        Some(v) => v,
-        None => file_sha256(&exe)
-            .map_err(|e| DescribeError::Other(format!("hashing {}: {e}", exe.display())))?,
-    };
+    let reply = run_describe(&exe, &[], params)?;
+    let version = version_or_hash(reply.version, &exe)?;
     // The fingerprint names the plugin by file name, not path: a checkout elsewhere (or on
     // another machine) with the same plugin content and version shares its cache.
     let file_name = exe
@@ -138,25 +136,231 @@ fn describe_exec(path: &str, params: &Value) -> Result<PluginInfo, DescribeError
     })
 }
 
+/// A plugin of a companion executable (`leo-torch`): found beside `leo`, then on `path_var`;
+/// described as `EXE describe NAME`, run as `EXE worker NAME INVOCATION`. Its fingerprint
+/// names it like a built-in (`NAME`), since the companion ships with leo.
+fn describe_companion(
+    name: &str,
+    exe_name: &str,
+    leo_exe: &Path,
+    path_var: Option<&OsStr>,
+    params: &Value,
+) -> Result<PluginInfo, DescribeError> {
+    let exe = find_companion(exe_name, leo_exe, path_var).ok_or_else(|| {
+        DescribeError::Unknown(format!(
+            "plugin `{name}` is provided by `{exe_name}`, which is not beside {} nor on PATH; {}",
+            leo_exe.display(),
+            build_hint(exe_name)
+        ))
+    })?;
+    let reply = run_describe(&exe, &[name], params)?;
+    let version = version_or_hash(reply.version, &exe)?;
+    Ok(PluginInfo {
+        name: name.to_string(),
+        version,
+        outputs: reply.outputs,
+        command: vec![exe.into_os_string(), "worker".into(), name.into()],
+        // Like `leo worker`, the companion ties its life to the engine itself (LEO_ENGINE_PID).
+        builtin: true,
+    })
+}
+
+/// The companion executable `exe_name`: in the folder of the `leo` executable, else the first
+/// on `path_var` (a PATH value).
+fn find_companion(exe_name: &str, leo_exe: &Path, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    let beside = leo_exe.parent().map(|d| d.join(exe_name));
+    beside.filter(|p| is_executable(p)).or_else(|| {
+        path_var.and_then(|paths| {
+            std::env::split_paths(paths)
+                .map(|d| d.join(exe_name))
+                .find(|p| is_executable(p))
+        })
+    })
+}
+
+/// Runs `EXE describe ARGS…` with the params on stdin: a [`DescribeReply`] (exit 0) or a
+/// [`ParamError`] line (exit 1).
+fn run_describe(exe: &Path, args: &[&str], params: &Value) -> Result<DescribeReply, DescribeError> {
+    let what = std::iter::once(exe.display().to_string())
+        .chain(std::iter::once("describe".to_string()))
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new(exe)
+        .arg("describe")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| DescribeError::Other(format!("starting `{what}`: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A plugin that exits without reading its params closes the pipe: not an error here.
+        let _ = stdin.write_all(params.to_string().as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| DescribeError::Other(format!("running `{what}`: {e}")))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err_text = String::from_utf8_lossy(&out.stderr);
+        for line in text.lines().chain(err_text.lines()) {
+            if let Ok(e) = serde_json::from_str::<ParamError>(line.trim()) {
+                return Err(DescribeError::Param(e));
+            }
+        }
+        return Err(DescribeError::Other(format!(
+            "`{what}` failed ({}): {}",
+            out.status,
+            err_text.lines().last().unwrap_or("").trim()
+        )));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| DescribeError::Other(format!("`{what}` printed no valid reply: {e}")))
+}
+
+/// The version a plugin declared, else its executable's SHA-256.
+fn version_or_hash(version: Option<String>, exe: &Path) -> Result<String, DescribeError> {
+    match version {
+        Some(v) => Ok(v),
+        None => file_sha256(exe)
+            .map_err(|e| DescribeError::Other(format!("hashing {}: {e}", exe.display()))),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
 fn resolve_executable(path: &str) -> Option<PathBuf> {
-    let is_exec = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
     if path.contains('/') {
         let p = PathBuf::from(path);
-        return is_exec(&p).then_some(p);
+        return is_executable(&p).then_some(p);
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(path))
-            .find(|p| is_exec(p))
+            .find(|p| is_executable(p))
     })
 }
 
 fn file_sha256(path: &Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A fake `leo-torch`: `describe NAME` prints a reply naming NAME's outputs, or rejects
+    /// params holding `"bad"`.
+    fn fake_leo_torch(dir: &Path, version: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("leo-torch");
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\n\
+                 [ \"$1\" = describe ] || exit 2\n\
+                 params=$(cat)\n\
+                 case \"$params\" in *bad*) echo '{{\"field\": \"lr\", \"message\": \"must be positive\"}}'; exit 1;; esac\n\
+                 echo '{{\"version\": \"{version}\", \"outputs\": [\"'\"$2\"'-model\"]}}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn describe(
+        leo_exe: &Path,
+        path_var: &Path,
+        params: Value,
+    ) -> Result<PluginInfo, DescribeError> {
+        describe_companion(
+            "pretrain",
+            "leo-torch",
+            leo_exe,
+            Some(path_var.as_os_str()),
+            &params,
+        )
+    }
+
+    #[test]
+    fn companion_plugins_are_found_beside_leo_then_on_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let leo = tmp.path().join("bin/leo");
+        let on_path = tmp.path().join("elsewhere");
+        let path_var = std::env::join_paths([tmp.path().join("empty"), on_path.clone()]).unwrap();
+        let path_var = PathBuf::from(path_var);
+
+        // Only on PATH.
+        let from_path = fake_leo_torch(&on_path, "torch-path");
+        let info = describe(&leo, &path_var, serde_json::json!({})).unwrap();
+        assert_eq!(info.version, "torch-path");
+        assert_eq!(info.command[0], from_path.as_os_str());
+
+        // Beside leo wins over PATH.
+        let beside = fake_leo_torch(&tmp.path().join("bin"), "torch-beside");
+        let info = describe(&leo, &path_var, serde_json::json!({"lr": 1})).unwrap();
+        assert_eq!(
+            info,
+            PluginInfo {
+                name: "pretrain".into(),
+                version: "torch-beside".into(),
+                outputs: vec!["pretrain-model".into()],
+                command: vec![beside.into_os_string(), "worker".into(), "pretrain".into()],
+                builtin: true,
+            }
+        );
+
+        // Its param errors are the user's, as for exec plugins.
+        match describe(&leo, &path_var, serde_json::json!({"lr": "bad"})) {
+            Err(DescribeError::Param(e)) => {
+                assert_eq!(e, ParamError::new("lr", "must be positive"))
+            }
+            other => panic!("expected a param error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_companion_says_where_it_was_looked_for_and_how_to_build_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let leo = tmp.path().join("bin/leo");
+        match describe(&leo, &tmp.path().join("empty"), serde_json::json!({})) {
+            Err(DescribeError::Unknown(m)) => assert_eq!(
+                m,
+                format!(
+                    "plugin `pretrain` is provided by `leo-torch`, which is not beside {} nor on \
+                     PATH; build it with `cargo build -p leo-torch` (needs libtorch: \
+                     tools/torch-env.sh)",
+                    leo.display()
+                )
+            ),
+            other => panic!("expected a not-found error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_plugins_list_the_companion_plugins_too() {
+        let catalog = Catalog::new(Vec::new(), PathBuf::from("/nonexistent/leo"));
+        match catalog.describe(
+            &PluginRef::Builtin("pretrian".into()),
+            &serde_json::json!({}),
+        ) {
+            Err(DescribeError::Unknown(m)) => {
+                assert!(
+                    m.contains("with leo-torch: pretrain, sft, eval, mtbench"),
+                    "{m}"
+                )
+            }
+            other => panic!("expected an unknown-plugin error, got {other:?}"),
+        }
+    }
 }

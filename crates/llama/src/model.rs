@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use memmap2::Mmap;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Config;
+use crate::config::{Config, RopeScaling};
 use crate::weights::Weights;
 
 struct Layer {
@@ -23,6 +23,16 @@ struct Layer {
     gate: Tensor,
     up: Tensor,
     down: Tensor,
+}
+
+/// What every layer of one forward pass shares: rotary tables and the attention mask.
+pub(crate) struct AttentionContext {
+    b: i64,
+    t: i64,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    causal: bool,
 }
 
 /// A loaded Llama model.
@@ -150,17 +160,8 @@ impl Llama {
                 config.hidden_size
             );
         }
-        let hd = config.head_dim;
-        let inv_freq = Tensor::arange_start_step(0, hd, 2, (Kind::Float, Device::Cpu))
-            .to_kind(Kind::Double)
-            / hd as f64;
-        let inv_freq = Tensor::from(config.rope_theta).pow(&inv_freq).reciprocal();
-        let inv_freq = match config.rope_scaling {
-            Some(s) => inv_freq / s.factor,
-            None => inv_freq,
-        };
         Ok(Llama {
-            inv_freq: inv_freq.to_kind(Kind::Float).to_device(device),
+            inv_freq: rotary_frequencies(&config).to_device(device),
             config,
             embed,
             layers,
@@ -230,25 +231,46 @@ impl Llama {
 
     /// The transformer. Autograd records it when the weights require gradients (training);
     /// inference callers hold a `no_grad` guard.
-    // `x = x + a` on purpose: `+=` on a tch tensor is an in-place op, which autograd must not see.
-    #[allow(clippy::assign_op_pattern)]
     pub(crate) fn run(
         &self,
         ids: &Tensor,
         mut cache: Option<&mut KvCache>,
         docs: Option<&Tensor>,
     ) -> Tensor {
-        let (b, t) = (ids.size()[0], ids.size()[1]);
         let offset = cache.as_ref().map_or(0, |c| c.len);
-        let cfg = &self.config;
-        let (nh, nkv, hd) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
-        let mut x = Tensor::embedding(&self.embed, ids, -1, false, false);
-        let kind = x.kind();
+        let ctx = self.attention_context(ids, offset, docs);
+        let mut x = self.embed(ids);
+        for i in 0..self.layers.len() {
+            x = self.layer(i, &x, &ctx, cache.as_deref_mut());
+        }
+        if let Some(c) = cache {
+            c.len += ctx.t;
+        }
+        self.final_norm(&x)
+    }
 
+    pub(crate) fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed, ids, -1, false, false)
+    }
+
+    pub(crate) fn final_norm(&self, x: &Tensor) -> Tensor {
+        rms_norm(x, &self.norm, self.config.rms_norm_eps)
+    }
+
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Rotary tables and the attention mask for a block of `t` positions after `offset` cached
+    /// ones, or for packed documents.
+    pub(crate) fn attention_context(
+        &self,
+        ids: &Tensor,
+        offset: i64,
+        docs: Option<&Tensor>,
+    ) -> AttentionContext {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let kind = self.embed.kind();
         // Positions: `[t]` shared by the batch, or `[b, t]` restarting with each document.
         let pos = match docs {
             None => Tensor::arange_start(offset, offset + t, (Kind::Float, self.device)),
@@ -284,59 +306,79 @@ impl Llama {
             }),
         };
         let causal = mask.is_none() && t > 1;
+        AttentionContext {
+            b,
+            t,
+            cos,
+            sin,
+            mask,
+            causal,
+        }
+    }
 
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.input_norm, cfg.rms_norm_eps);
-            let q = h
-                .linear::<Tensor>(&layer.q, None)
-                .view([b, t, nh, hd])
-                .transpose(1, 2);
-            let k = h
-                .linear::<Tensor>(&layer.k, None)
-                .view([b, t, nkv, hd])
-                .transpose(1, 2);
-            let v = h
-                .linear::<Tensor>(&layer.v, None)
-                .view([b, t, nkv, hd])
-                .transpose(1, 2);
-            let q = &q * &cos + rotate_half(&q) * &sin;
-            let mut k = &k * &cos + rotate_half(&k) * &sin;
-            let mut v = v;
-            if let Some(c) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = c.layers.get(i) {
-                    k = Tensor::cat(&[pk, &k], 2);
-                    v = Tensor::cat(&[pv, &v], 2);
-                }
-                if c.layers.len() > i {
-                    c.layers[i] = (k.shallow_clone(), v.shallow_clone());
-                } else {
-                    c.layers.push((k.shallow_clone(), v.shallow_clone()));
-                }
-            }
-            let a = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                mask.as_ref(),
-                0.0,
-                causal,
-                None,
-                nkv != nh,
-            );
-            let a = a
-                .transpose(1, 2)
-                .reshape([b, t, nh * hd])
-                .linear::<Tensor>(&layer.o, None);
-            x = x + a;
-            let h = rms_norm(&x, &layer.post_norm, cfg.rms_norm_eps);
-            let m =
-                h.linear::<Tensor>(&layer.gate, None).silu() * h.linear::<Tensor>(&layer.up, None);
-            x = x + m.linear::<Tensor>(&layer.down, None);
-        }
+    /// Decoder layer `i`: attention and MLP, each behind an RMSNorm and a residual connection.
+    // `x + a` on purpose: `+=` on a tch tensor is an in-place op, which autograd must not see.
+    pub(crate) fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        ctx: &AttentionContext,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let layer = &self.layers[i];
+        let cfg = &self.config;
+        let (b, t) = (ctx.b, ctx.t);
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let (cos, sin) = (&ctx.cos, &ctx.sin);
+        let h = rms_norm(x, &layer.input_norm, cfg.rms_norm_eps);
+        let q = h
+            .linear::<Tensor>(&layer.q, None)
+            .view([b, t, nh, hd])
+            .transpose(1, 2);
+        let k = h
+            .linear::<Tensor>(&layer.k, None)
+            .view([b, t, nkv, hd])
+            .transpose(1, 2);
+        let v = h
+            .linear::<Tensor>(&layer.v, None)
+            .view([b, t, nkv, hd])
+            .transpose(1, 2);
+        let q = &q * cos + rotate_half(&q) * sin;
+        let mut k = &k * cos + rotate_half(&k) * sin;
+        let mut v = v;
         if let Some(c) = cache {
-            c.len += t;
+            if let Some((pk, pv)) = c.layers.get(i) {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            if c.layers.len() > i {
+                c.layers[i] = (k.shallow_clone(), v.shallow_clone());
+            } else {
+                c.layers.push((k.shallow_clone(), v.shallow_clone()));
+            }
         }
-        rms_norm(&x, &self.norm, cfg.rms_norm_eps)
+        let a = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            ctx.mask.as_ref(),
+            0.0,
+            ctx.causal,
+            None,
+            nkv != nh,
+        );
+        let a = a
+            .transpose(1, 2)
+            .reshape([b, t, nh * hd])
+            .linear::<Tensor>(&layer.o, None);
+        let x = x + a;
+        let h = rms_norm(&x, &layer.post_norm, cfg.rms_norm_eps);
+        let m = h.linear::<Tensor>(&layer.gate, None).silu() * h.linear::<Tensor>(&layer.up, None);
+        x + m.linear::<Tensor>(&layer.down, None)
     }
 
     /// Every weight under its HF name (shallow clones: no copy).
@@ -367,6 +409,43 @@ impl Llama {
             }
         }
         out
+    }
+
+    /// Replaces every weight by `f(hf_name, weight)`, in [`Llama::named_tensors`]' order (a
+    /// tied output layer follows the new input embedding). The trainer uses it to make the
+    /// weights views into one flat buffer that ZeRO-1 shards.
+    pub fn map_tensors(&mut self, mut f: impl FnMut(&str, &Tensor) -> Tensor) {
+        self.embed = f("model.embed_tokens.weight", &self.embed);
+        self.norm = f("model.norm.weight", &self.norm);
+        if self.config.tie_word_embeddings {
+            self.lm_head = self.embed.shallow_clone();
+        } else {
+            self.lm_head = f("lm_head.weight", &self.lm_head);
+        }
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            for (name, t) in [
+                ("input_layernorm.weight", &mut layer.input_norm),
+                ("self_attn.q_proj.weight", &mut layer.q),
+                ("self_attn.k_proj.weight", &mut layer.k),
+                ("self_attn.v_proj.weight", &mut layer.v),
+                ("self_attn.o_proj.weight", &mut layer.o),
+                ("post_attention_layernorm.weight", &mut layer.post_norm),
+                ("mlp.gate_proj.weight", &mut layer.gate),
+                ("mlp.up_proj.weight", &mut layer.up),
+                ("mlp.down_proj.weight", &mut layer.down),
+            ] {
+                *t = f(&format!("model.layers.{l}.{name}"), t);
+            }
+        }
+        self._maps.clear();
+    }
+
+    /// Changes the context length and the linear RoPE scaling (LeoLM's stage 2: factor 2 at 8192
+    /// tokens); the rotary frequencies are recomputed, the weights stay as they are.
+    pub fn set_rope_scaling(&mut self, scaling: Option<RopeScaling>, max_position_embeddings: i64) {
+        self.config.rope_scaling = scaling;
+        self.config.max_position_embeddings = max_position_embeddings;
+        self.inv_freq = rotary_frequencies(&self.config).to_device(self.device);
     }
 
     /// Grows the vocabulary to `vocab_size` (after adding tokens such as ChatML's). New rows of
@@ -418,6 +497,20 @@ impl Llama {
         }
         Ok(Tensor::from_slice(ids).to_device(self.device).unsqueeze(0))
     }
+}
+
+/// Rotary inverse frequencies `theta^(-2i/d)`, divided by the linear scaling factor, in f32.
+fn rotary_frequencies(config: &Config) -> Tensor {
+    let hd = config.head_dim;
+    let exponents = Tensor::arange_start_step(0, hd, 2, (Kind::Float, Device::Cpu))
+        .to_kind(Kind::Double)
+        / hd as f64;
+    let inv_freq = Tensor::from(config.rope_theta).pow(&exponents).reciprocal();
+    let inv_freq = match config.rope_scaling {
+        Some(s) => inv_freq / s.factor,
+        None => inv_freq,
+    };
+    inv_freq.to_kind(Kind::Float)
 }
 
 /// Position of each token within its document: `[b, t]` document ids -> `[b, t]` positions

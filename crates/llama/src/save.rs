@@ -16,8 +16,18 @@ impl Llama {
     /// Writes the model to `dir` (created), in shards of at most `max_shard_bytes` (a single
     /// tensor larger than that gets a shard of its own). One shard → `model.safetensors`.
     pub fn save(&self, dir: &Path, max_shard_bytes: u64) -> Result<()> {
+        self.save_as(dir, max_shard_bytes, self.kind())
+    }
+
+    /// [`Llama::save`] with the weights converted to `kind` (a model trained in f32 published
+    /// in bf16, as LeoLM's are).
+    pub fn save_as(&self, dir: &Path, max_shard_bytes: u64, kind: Kind) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut named = self.named_tensors();
+        let mut named: Vec<(String, Tensor)> = self
+            .named_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_kind(kind)))
+            .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         // Group in name order, like transformers.
         let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
@@ -78,10 +88,7 @@ impl Llama {
                 json!({ "metadata": { "total_size": total_size }, "weight_map": weight_map });
             write_json(&dir.join("model.safetensors.index.json"), &index)?;
         }
-        write_json(
-            &dir.join("config.json"),
-            &config_json(&self.config, self.kind()),
-        )?;
+        write_json(&dir.join("config.json"), &config_json(&self.config, kind))?;
         let mut generation = json!({ "_from_model_config": true });
         if let Some(b) = self.config.bos_token_id {
             generation["bos_token_id"] = json!(b);

@@ -1,5 +1,6 @@
 // libtorch ops that tch does not bind, behind a C ABI. Tensors arrive as tch's handles
 // (`at::Tensor*`); exceptions become an error message, never an unwind into Rust.
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_fused_adamw.h>
@@ -54,6 +55,30 @@ int leo_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_av
 int leo_grads_to_none(at::Tensor** params, size_t n, char* err, size_t err_len) {
   try {
     for (size_t i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e.what(), err, err_len);
+  }
+}
+
+// Enters CUDA autocast to `dtype` (0: bfloat16, 1: float16), as `torch.autocast("cuda", dtype)`:
+// matrix multiplications run in that dtype, reductions and norms in f32.
+int leo_autocast_enter(int dtype, char* err, size_t err_len) {
+  try {
+    at::autocast::set_autocast_dtype(at::kCUDA, dtype == 0 ? at::kBFloat16 : at::kHalf);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::increment_nesting();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e.what(), err, err_len);
+  }
+}
+
+// Leaves autocast and drops its cache of cast weights when the outermost region ends.
+int leo_autocast_exit(char* err, size_t err_len) {
+  try {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
     return 0;
   } catch (const std::exception& e) {
     return fail(e.what(), err, err_len);

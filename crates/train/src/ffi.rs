@@ -21,6 +21,9 @@ extern "C" {
         err_len: usize,
     ) -> i32;
 
+    fn leo_autocast_enter(dtype: i32, err: *mut std::ffi::c_char, err_len: usize) -> i32;
+    fn leo_autocast_exit(err: *mut std::ffi::c_char, err_len: usize) -> i32;
+
     fn leo_grads_to_none(
         params: *const *mut C_tensor,
         n: usize,
@@ -103,4 +106,22 @@ pub(crate) fn grads_to_none(params: &[&Tensor]) -> Result<()> {
     // SAFETY: as above; the C++ side only resets each tensor's gradient.
     let rc = unsafe { leo_grads_to_none(p.as_ptr(), p.len(), err.as_mut_ptr().cast(), err.len()) };
     check(rc, &err, "resetting gradients")
+}
+
+pub(crate) const AUTOCAST_BF16: i32 = 0;
+pub(crate) const AUTOCAST_FP16: i32 = 1;
+
+/// Enters CUDA autocast to bf16 ([`AUTOCAST_BF16`]) or fp16.
+pub(crate) fn autocast_enter(dtype: i32) -> Result<()> {
+    let mut err = [0u8; 1024];
+    // SAFETY: the C++ side sets thread-local autocast state and catches every exception.
+    let rc = unsafe { leo_autocast_enter(dtype, err.as_mut_ptr().cast(), err.len()) };
+    check(rc, &err, "entering autocast")
+}
+
+pub(crate) fn autocast_exit() -> Result<()> {
+    let mut err = [0u8; 1024];
+    // SAFETY: as above.
+    let rc = unsafe { leo_autocast_exit(err.as_mut_ptr().cast(), err.len()) };
+    check(rc, &err, "leaving autocast")
 }

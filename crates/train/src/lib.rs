@@ -1,7 +1,31 @@
-//! Training on libtorch, shared by the pretraining and SFT stages: [`AdamW`] with PyTorch's fused
-//! kernel (through a small C++ shim, `csrc/optim.cpp`, for the ops tch does not bind).
+//! Training on libtorch, shared by the pretraining and SFT stages (torchtitan-style pieces):
+//!
+//! - [`data`]: rows packed from the tokenize stage's shards, the seeded order, the position a
+//!   run resumes from;
+//! - [`collective`]: reduce-scatter / all-gather between ranks behind one trait; a TCP ring
+//!   that runs on the CPU;
+//! - [`zero`]: AdamW with PyTorch's fused kernel, its state sharded across ranks (ZeRO-1);
+//! - [`schedule`]: warmup and cosine decay to a floor, as `transformers` computes it;
+//! - [`precision`]: autocast and loss scaling;
+//! - [`checkpoint`]: files first, completion marker, then the pointer to the latest;
+//! - [`trainer`]: the loop, metrics, validation, SIGTERM;
+//! - [`stage`]: what the training stages share around it (ranks, device, resume, params).
+//!
+//! [`AdamW`] (unsharded, per-parameter state) is the plain optimizer the training-step benchmark
+//! compares with `torch.optim.AdamW(fused=True)`.
 
+pub mod checkpoint;
+pub mod collective;
+pub mod data;
 mod ffi;
 mod optim;
+pub mod params;
+pub mod precision;
+pub mod schedule;
+pub mod stage;
+pub mod trainer;
+pub mod zero;
 
 pub use optim::{AdamW, AdamWConfig};
+pub use params::TrainParams;
+pub use trainer::{train, Outcome, Run, Stopped};

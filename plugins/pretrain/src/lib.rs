@@ -1,0 +1,266 @@
+//! The `pretrain` stage: LeoLM's stage-2 continued pretraining (Llama-2 on German text at 8k
+//! context with linear RoPE scaling ×2), and pretraining from scratch for the tiny workflow.
+//!
+//! ```toml
+//! [stages.pretrain]
+//! plugin = "pretrain"
+//! inputs = { tokens = "tokenize.tokens", model = "hf://meta-llama/Llama-2-13b-hf" }
+//! resources = { gpus = 8 }
+//! params = { seq_len = 8192, rope_scaling = { type = "linear", factor = 2.0 },
+//!            max_position_embeddings = 8192, steps = 15360, warmup_steps = 153,
+//!            lr = 2e-5, min_lr = 2e-6, micro_batch = 2, global_batch = 512 }
+//! ```
+//!
+//! Inputs: `tokens` (the tokenize stage's output: `train/` and `validation/` shards), `model`
+//! (an HF Llama checkpoint to continue; without it `params.model` is the `config.json` of a new,
+//! randomly initialised model) and optionally `tokenizer` (a `tokenizer.json` or a folder; the
+//! files go beside the weights). Output `model`: an HF checkpoint `transformers` loads.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use leo_llama::tch::{Device, Kind};
+use leo_llama::{Config, Llama, RopeScaling};
+use leo_plugin::{Emitter, Invocation, ParamError, Plugin};
+use leo_train::data::{PackedTokens, Samples};
+use leo_train::{stage, Run, TrainParams};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub struct Pretrain;
+
+/// The stage's own params; every other key is a [`TrainParams`] field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainParams {
+    /// Tokens per training row.
+    pub seq_len: usize,
+    /// Attention stays within each packed document (positions restart per document).
+    #[serde(default)]
+    pub doc_mask: bool,
+    /// `config.json` fields of a new model (no `model` input): vocab_size, hidden_size, …
+    #[serde(default)]
+    pub model: Option<Value>,
+    /// New RoPE scaling for a continued model: `{ type = "linear", factor = 2.0 }`.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeParam>,
+    /// New context length (LeoLM: 8192).
+    #[serde(default)]
+    pub max_position_embeddings: Option<i64>,
+    /// dtype of the output weights: float32 (default), bfloat16 or float16.
+    #[serde(default)]
+    pub save_dtype: SaveDtype,
+}
+
+const OWN: &[&str] = &[
+    "seq_len",
+    "doc_mask",
+    "model",
+    "rope_scaling",
+    "max_position_embeddings",
+    "save_dtype",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RopeParam {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub factor: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    #[default]
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+impl SaveDtype {
+    pub fn kind(self) -> Kind {
+        match self {
+            SaveDtype::Float32 => Kind::Float,
+            SaveDtype::Bfloat16 => Kind::BFloat16,
+            SaveDtype::Float16 => Kind::Half,
+        }
+    }
+}
+
+/// Parses and checks the params: the stage's and the trainer's.
+pub fn parse(params: &Value) -> Result<(PretrainParams, TrainParams), ParamError> {
+    let (p, t): (PretrainParams, TrainParams) = stage::split_params(params, OWN)?;
+    if p.seq_len < 2 {
+        return Err(ParamError::new("seq_len", "must be at least 2"));
+    }
+    if let Some(r) = &p.rope_scaling {
+        if r.kind != "linear" {
+            return Err(ParamError::new(
+                "rope_scaling.type",
+                format!(
+                    "only \"linear\" (position interpolation) is supported, got {:?}",
+                    r.kind
+                ),
+            ));
+        }
+        if r.factor.is_nan() || r.factor < 1.0 {
+            return Err(ParamError::new("rope_scaling.factor", "must be at least 1"));
+        }
+    }
+    if let Some(m) = &p.model {
+        Config::from_json(&m.to_string())
+            .map_err(|e| ParamError::new("model", format!("not a Llama config.json: {e:#}")))?;
+    }
+    if p.max_position_embeddings
+        .is_some_and(|m| m < p.seq_len as i64)
+    {
+        return Err(ParamError::new(
+            "max_position_embeddings",
+            format!("is shorter than seq_len ({})", p.seq_len),
+        ));
+    }
+    Ok((p, t))
+}
+
+impl Plugin for Pretrain {
+    fn name(&self) -> &'static str {
+        "pretrain"
+    }
+
+    fn version(&self) -> String {
+        format!("pretrain-{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn describe(&self, params: &Value) -> Result<Vec<String>, ParamError> {
+        parse(params)?;
+        Ok(vec!["model".into()])
+    }
+
+    fn run(&self, inv: &Invocation, events: &Emitter) -> Result<()> {
+        let (p, t) = parse(&inv.params).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (rank, world) = (inv.rank as usize, inv.world_size as usize);
+        let device = stage::device(t.device, world, rank)?;
+        let resume = stage::resume_point(inv)?;
+        let mut model = match &resume {
+            Some((dir, _)) => {
+                Llama::load(&dir.join("model"), device, Kind::Float).with_context(|| {
+                    format!("loading the checkpoint's model from {}", dir.display())
+                })?
+            }
+            None => initial_model(inv, &p, &t, device)?,
+        };
+        // A checkpoint already carries the new context; a fresh start applies it.
+        if resume.is_none() && (p.rope_scaling.is_some() || p.max_position_embeddings.is_some()) {
+            let scaling = p
+                .rope_scaling
+                .as_ref()
+                .map(|r| RopeScaling { factor: r.factor })
+                .or(model.config.rope_scaling);
+            let max = p
+                .max_position_embeddings
+                .unwrap_or(model.config.max_position_embeddings);
+            model.set_rope_scaling(scaling, max);
+        }
+        let tokens = stage::input(inv, "tokens")?;
+        check_vocab(tokens, &model)?;
+        let train_rows = PackedTokens::open_dir(&tokens.join("train"), p.seq_len, p.doc_mask)?;
+        let val_dir = tokens.join("validation");
+        let val_rows = match PackedTokens::open_dir(&val_dir, p.seq_len, p.doc_mask) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => None,
+        };
+        if train_rows.is_empty() {
+            bail!(
+                "{} holds {} tokens, less than one row of seq_len {}",
+                tokens.join("train").display(),
+                train_rows.tokens(),
+                p.seq_len
+            );
+        }
+        let tokenizer_from = inv
+            .inputs
+            .get("tokenizer")
+            .or_else(|| inv.inputs.get("model"))
+            .map(|a| a.path.clone());
+        let model_files = |dir: &Path| -> Result<()> {
+            if let Some(from) = &tokenizer_from {
+                stage::copy_tokenizer(from, dir)?;
+            }
+            Ok(())
+        };
+        let mut comm = stage::collective(inv)?;
+        let outcome = leo_train::train(
+            model,
+            comm.as_mut(),
+            Run {
+                params: &t,
+                record: inv.params.clone(),
+                train: &train_rows,
+                validation: val_rows.as_ref().map(|v| v as &dyn Samples),
+                checkpoint_dir: inv.checkpoint_dir.clone(),
+                resume,
+                events,
+                model_files: &model_files,
+            },
+        )?;
+        if rank == 0 {
+            let out = inv.output_dir.join("model");
+            outcome
+                .model
+                .save_as(&out, 5 << 30, p.save_dtype.kind())
+                .with_context(|| format!("writing the output model to {}", out.display()))?;
+            model_files(&out)?;
+            events.output("model", &out)?;
+        }
+        Ok(())
+    }
+}
+
+/// The model before any training: the `model` input, or a new one from `params.model`.
+fn initial_model(
+    inv: &Invocation,
+    p: &PretrainParams,
+    t: &TrainParams,
+    device: Device,
+) -> Result<Llama> {
+    match (inv.inputs.get("model"), &p.model) {
+        (Some(_), Some(_)) => bail!(
+            "stage {}: give either the input `model` (continue a checkpoint) or params.model (a new model), not both",
+            inv.stage
+        ),
+        (Some(m), None) => Llama::load(&m.path, device, Kind::Float)
+            .with_context(|| format!("loading the input model {}", m.path.display())),
+        (None, Some(cfg)) => {
+            let config = Config::from_json(&cfg.to_string()).context("params.model")?;
+            Llama::init(config, device, Kind::Float, t.seed as i64)
+        }
+        (None, None) => bail!(
+            "stage {}: no model to train: add an input `model` (an HF checkpoint) or params.model (a config.json table)",
+            inv.stage
+        ),
+    }
+}
+
+/// Token ids must fit the model's vocabulary: compares the tokenize stage's meta.json.
+fn check_vocab(tokens: &Path, model: &Llama) -> Result<()> {
+    let path = tokens.join("meta.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let meta: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if let Some(v) = meta
+        .pointer("/tokenizer/vocab_size")
+        .and_then(Value::as_i64)
+    {
+        if v > model.config.vocab_size {
+            bail!(
+                "the tokens come from a tokenizer of {v} ids ({}), the model's vocabulary has {}",
+                path.display(),
+                model.config.vocab_size
+            );
+        }
+    }
+    Ok(())
+}

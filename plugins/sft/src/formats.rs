@@ -27,6 +27,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// ChatML's turn delimiters: a content containing one would be tokenized as a turn boundary
+/// (they are special tokens), so such a record is malformed.
+const CHATML_MARKERS: [&str; 2] = ["<|im_start|>", "<|im_end|>"];
+
 /// How many malformed records a [`Dataset`] keeps as examples (all are counted).
 pub const MALFORMED_EXAMPLES: usize = 20;
 
@@ -75,7 +79,8 @@ pub struct Conversation {
 impl Conversation {
     /// Checks the turn structure: an optional leading system message, then user and assistant
     /// alternating, starting with the user and ending with the assistant; user and assistant
-    /// turns are not empty. `Err` is (message index, reason).
+    /// turns are not empty; no content contains a ChatML marker. `Err` is (message index,
+    /// reason).
     pub fn check(&self) -> Result<(), (usize, String)> {
         let start = usize::from(
             self.messages
@@ -106,6 +111,14 @@ impl Conversation {
             }
             if m.content.is_empty() {
                 return Err((i, format!("an empty {} turn", m.role.as_str())));
+            }
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if let Some(marker) = CHATML_MARKERS.iter().find(|t| m.content.contains(*t)) {
+                return Err((
+                    i,
+                    format!("contains the ChatML marker {marker}, which would end or start a turn"),
+                ));
             }
         }
         let last = self.messages.len() - 1;
@@ -695,6 +708,10 @@ mod tests {
             (json!([{"role": "prompter", "text": "a"}, {"role": "assistant", "text": ""}]), "conversation[1]: an empty assistant turn"),
             (json!([{"role": "prompter", "text": "a"}, {"role": "assistant"}]), "conversation[1].text: missing"),
             (json!({"role": "prompter"}), "conversation: not a list (a table)"),
+            (
+                json!([{"role": "prompter", "text": "a<|im_end|>"}, {"role": "assistant", "text": "b"}]),
+                "conversation[0]: contains the ChatML marker <|im_end|>, which would end or start a turn",
+            ),
         ];
         for (turns, want) in bad {
             let e =

@@ -701,6 +701,33 @@ impl State {
         Ok(out)
     }
 
+    /// The latest value (and step) of each metric an attempt reported, in the order the
+    /// metrics were first reported.
+    pub async fn latest_metric_values(&self, attempt_id: &str) -> Result<Vec<LatestMetric>> {
+        let rows = sqlx::query(
+            "SELECT m.name, m.value, m.step, m.seq FROM metrics m
+             JOIN (SELECT name, MIN(seq) AS first_seq, MAX(seq) AS last_seq
+                   FROM metrics WHERE attempt_id = $1 GROUP BY name) l
+               ON m.seq = l.last_seq
+             WHERE m.attempt_id = $1
+             ORDER BY l.first_seq",
+        )
+        .bind(attempt_id)
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("reading the metrics of attempt {attempt_id}"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestMetric {
+                    name: r.try_get("name")?,
+                    value: r.try_get("value")?,
+                    step: r.try_get::<Option<i64>, _>("step")?.map(|s| s as u64),
+                    seq: r.try_get("seq")?,
+                })
+            })
+            .collect()
+    }
+
     /// The payload of an attempt's latest event of a kind.
     pub async fn latest_event(&self, attempt_id: &str, kind: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT payload FROM events WHERE attempt_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT 1")

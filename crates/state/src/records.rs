@@ -280,3 +280,13 @@ pub struct CheckpointRecord {
     pub size: u64,
     pub files: u64,
 }
+
+/// The latest value of one metric of an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatestMetric {
+    pub name: String,
+    pub value: f64,
+    pub step: Option<u64>,
+    /// The event sequence number of this (latest) report within the attempt.
+    pub seq: i64,
+}

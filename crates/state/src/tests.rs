@@ -31,7 +31,8 @@ on_both_backends!(
     stage_lifecycle_and_cache_lookup,
     running_attempts_of_a_dead_engine_become_lost,
     latest_checkpoint_is_the_highest_step,
-    external_digests_are_reused_only_for_the_same_signature
+    external_digests_are_reused_only_for_the_same_signature,
+    latest_metric_values_in_reporting_order
 );
 
 /// Run `r1` with one pending stage and its first attempt started; returns the attempt id.
@@ -316,5 +317,75 @@ async fn leases_fence_out_a_holder_whose_lease_was_taken_over(s: State) {
             .unwrap()
             .map(|l| l.token),
         Some(4)
+    );
+}
+
+async fn latest_metric_values_in_reporting_order(s: State) {
+    let first = started_attempt(&s, "train").await;
+    for (seq, step, name, value) in [
+        (1, Some(10), "loss", 3.0),
+        (2, Some(10), "lr", 1e-4),
+        (3, Some(20), "loss", 2.5),
+        (4, None, "tokens", 7.0),
+    ] {
+        s.record_metric(&first, seq, step, name, value)
+            .await
+            .unwrap();
+    }
+    // A second attempt of the stage and another stage.
+    let second = s
+        .start_attempt(&NewAttempt {
+            run_id: "r1",
+            stage: "train",
+            number: 2,
+            host: "h",
+            inputs: &[],
+            resumed_from: None,
+            fingerprint: None,
+        })
+        .await
+        .unwrap();
+    s.record_metric(&second, 1, Some(30), "loss", 2.0)
+        .await
+        .unwrap();
+    s.upsert_stage(&StageUpdate {
+        run_id: "r1",
+        stage: "eval",
+        status: StageStatus::Pending,
+        fingerprint: None,
+        fingerprint_json: None,
+        cached_from_run: None,
+        error: None,
+    })
+    .await
+    .unwrap();
+    let eval = s
+        .start_attempt(&NewAttempt {
+            run_id: "r1",
+            stage: "eval",
+            number: 1,
+            host: "h",
+            inputs: &[],
+            resumed_from: None,
+            fingerprint: None,
+        })
+        .await
+        .unwrap();
+    s.record_metric(&eval, 1, Some(1), "accuracy", 0.5)
+        .await
+        .unwrap();
+
+    let latest = s.latest_metric_values(&first).await.unwrap();
+    let brief: Vec<(&str, f64, Option<u64>, i64)> = latest
+        .iter()
+        .map(|m| (m.name.as_str(), m.value, m.step, m.seq))
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            ("loss", 2.5, Some(20), 3),
+            ("lr", 1e-4, Some(10), 2),
+            ("tokens", 7.0, None, 4)
+        ]
     );
 }

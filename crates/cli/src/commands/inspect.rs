@@ -136,8 +136,70 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
             time,
             note
         );
+        // The latest value of each metric of the stage's last attempt, on a line of its own.
+        if let Some(a) = last {
+            if let Some(line) = metrics_line(&state.latest_metric_values(&a.id).await?) {
+                println!("    {line}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `loss 2.314  lr 2.0e-05  tokens_per_s 1520  (step 40)`: each metric's latest value, in the
+/// order they were first reported, and the step of the latest one that had a step.
+fn metrics_line(metrics: &[leo_state::LatestMetric]) -> Option<String> {
+    if metrics.is_empty() {
+        return None;
+    }
+    let mut line = metrics
+        .iter()
+        .map(|m| format!("{} {}", m.name, format_metric(m.value)))
+        .collect::<Vec<_>>()
+        .join("  ");
+    if let Some(step) = metrics
+        .iter()
+        .filter(|m| m.step.is_some())
+        .max_by_key(|m| m.seq)
+        .and_then(|m| m.step)
+    {
+        line.push_str(&format!("  (step {step})"));
+    }
+    Some(line)
+}
+
+/// A metric value in a few characters: integers as they are, four significant digits between
+/// 0.001 and a million, scientific notation (`2.0e-05`) beyond.
+fn format_metric(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v == v.trunc() && v.abs() < 1e15 {
+        return format!("{}", v as i64);
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    if (-3..6).contains(&magnitude) {
+        let decimals = (3 - magnitude).max(0) as usize;
+        let text = format!("{v:.decimals$}");
+        let text = if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &text
+        };
+        return text.to_string();
+    }
+    // Rust writes `2e-5`; people read `2.0e-05`.
+    let text = format!("{v:.1e}");
+    match text.split_once('e') {
+        Some((mantissa, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => text,
+    }
 }
 
 pub async fn list(state_flag: Option<String>, limit: i64, json: bool) -> Result<ExitCode> {
@@ -253,4 +315,52 @@ pub async fn logs(
 pub fn short(digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_are_short() {
+        let cases = [
+            (2.314, "2.314"),
+            (2.0e-5, "2.0e-05"),
+            (0.83, "0.83"),
+            (1520.0, "1520"),
+            (1519.6, "1520"),
+            (0.0, "0"),
+            (-3.0, "-3"),
+            (0.12345, "0.1235"),
+            (3.5e9 + 0.5, "3.5e+09"),
+            (f64::NAN, "NaN"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(format_metric(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_metrics_line_ends_with_the_latest_step() {
+        let m = |name: &str, value, step, seq| leo_state::LatestMetric {
+            name: name.into(),
+            value,
+            step,
+            seq,
+        };
+        let line = metrics_line(&[
+            m("loss", 2.314, Some(40), 5),
+            m("lr", 2.0e-5, Some(40), 6),
+            m("tokens", 12.0, None, 7),
+        ]);
+        assert_eq!(
+            line.as_deref(),
+            Some("loss 2.314  lr 2.0e-05  tokens 12  (step 40)")
+        );
+        assert_eq!(
+            metrics_line(&[m("docs", 3.0, None, 1)]).as_deref(),
+            Some("docs 3")
+        );
+        assert_eq!(metrics_line(&[]), None);
+    }
 }

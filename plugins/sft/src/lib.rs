@@ -1,9 +1,9 @@
 //! The `sft` stage: LeoLM's chat fine-tuning (docs/sft.md).
 //!
 //! The data side, one module per step: [`formats`] reads chat datasets into [`Conversation`]s,
-//! [`chatml`] renders them as ChatML (and writes the matching Jinja chat template), [`encode`]
-//! tokenizes a rendered conversation and marks which tokens are trained, [`mix`] weights the
-//! datasets and holds out a validation split, [`pack`] fills fixed-length rows for
+//! [`chatml`] renders them as ChatML (and writes the matching Jinja chat template), [`encode`](mod@encode)
+//! tokenizes a rendered conversation and marks which tokens are trained, [`mix`](mod@mix) weights the
+//! datasets and holds out a validation split, [`pack`](mod@pack) fills fixed-length rows for
 //! document-masked attention, and [`config`] holds the stage's data params.
 
 pub mod chatml;

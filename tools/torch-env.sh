@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (once) the Python venv that provides libtorch for `tch` and the conformance peers
 # (transformers, safetensors, tokenizers; jsonschema for the OpenLineage check; megatron-core
-# for reading token shards with Megatron's own reader), then prints `export` lines for the build:
+# for reading token shards with Megatron's own reader; tensorboard for reading the event files
+# `leo metrics` writes), then prints `export` lines for the build:
 #   eval "$(tools/torch-env.sh)"
 # The venv lives outside the clone (default $HOME/.cache/leo/torch-venv, or $LEO_TORCH_VENV) so
 # CI and later checkouts reuse it; the binaries find libtorch through an rpath (crates/llama/build.rs).
@@ -9,7 +10,7 @@ set -euo pipefail
 venv="${LEO_TORCH_VENV:-$HOME/.cache/leo/torch-venv}"
 torch_version="2.11.0"
 packages=("torch==${torch_version}" "transformers==5.24.0" "safetensors==0.8.0" "tokenizers==0.23.3"
-          "jsonschema[format-nongpl]==4.25.1" "megatron-core==0.16.1")
+          "jsonschema[format-nongpl]==4.25.1" "megatron-core==0.16.1" "tensorboard==2.21.0")
 
 ready() {
     [ -x "$venv/bin/python" ] && "$venv/bin/python" - <<PY 2>/dev/null
@@ -19,6 +20,7 @@ assert transformers.__version__ == "5.24.0", transformers.__version__
 # megatron-core by its metadata: importing it (torch, apex probes) would add seconds to every eval.
 import importlib.metadata
 assert importlib.metadata.version("megatron-core") == "0.16.1"
+assert importlib.metadata.version("tensorboard") == "2.21.0"
 PY
 }
 

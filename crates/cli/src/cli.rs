@@ -108,6 +108,20 @@ pub enum Command {
         #[arg(long)]
         from_store: Option<String>,
     },
+    /// Export every metric a run's stages reported (all attempts): CSV (stdout or --out) or
+    /// TensorBoard event files (one per stage, under --out).
+    Metrics {
+        /// Run id, or `latest`.
+        run: String,
+        /// Only this stage's metrics.
+        #[arg(long)]
+        stage: Option<String>,
+        #[arg(long, value_enum, default_value_t = MetricsFormat::Csv)]
+        format: MetricsFormat,
+        /// The CSV file, or the folder for TensorBoard files (required for them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Run one attempt of a built-in plugin (used by the engine).
     #[command(hide = true)]
     Worker { plugin: String, invocation: PathBuf },
@@ -149,6 +163,14 @@ pub enum LineageFormat {
     Dot,
     Mermaid,
     Openlineage,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// `stage,attempt,step,name,value,time_ms`.
+    Csv,
+    /// `OUT/STAGE/events.out.tfevents.*`, for `tensorboard --logdir OUT`.
+    Tensorboard,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

@@ -728,6 +728,56 @@ impl State {
             .collect()
     }
 
+    /// Every metric event of a run, all attempts, ordered by stage, attempt number and event
+    /// sequence; only `stage`'s when given.
+    pub async fn run_metrics(
+        &self,
+        run_id: &str,
+        stage: Option<&str>,
+    ) -> Result<Vec<MetricRecord>> {
+        const COLUMNS: &str = "SELECT a.stage, a.number, m.seq, m.step, m.name, m.value, m.at
+             FROM metrics m JOIN attempts a ON a.id = m.attempt_id";
+        let rows = match stage {
+            Some(stage) => {
+                sqlx::query(&format!(
+                    "{COLUMNS} WHERE a.run_id = $1 AND a.stage = $2 ORDER BY a.number, m.seq"
+                ))
+                .bind(run_id)
+                .bind(stage)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "{COLUMNS} WHERE a.run_id = $1 ORDER BY a.stage, a.number, m.seq"
+                ))
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .with_context(|| format!("reading the metrics of run {run_id}"))?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(MetricRecord {
+                    stage: r.try_get("stage")?,
+                    attempt: u32::try_from(r.try_get::<i64, _>("number")?)?,
+                    seq: r.try_get("seq")?,
+                    step: r.try_get::<Option<i64>, _>("step")?.map(|s| s as u64),
+                    name: r.try_get("name")?,
+                    value: r.try_get("value")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Stage names by their bytes on every backend (PostgreSQL may collate text otherwise).
+        out.sort_by(|a, b| {
+            (a.stage.as_bytes(), a.attempt, a.seq).cmp(&(b.stage.as_bytes(), b.attempt, b.seq))
+        });
+        Ok(out)
+    }
+
     /// The payload of an attempt's latest event of a kind.
     pub async fn latest_event(&self, attempt_id: &str, kind: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT payload FROM events WHERE attempt_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT 1")

@@ -290,3 +290,18 @@ pub struct LatestMetric {
     /// The event sequence number of this (latest) report within the attempt.
     pub seq: i64,
 }
+
+/// One metric event of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricRecord {
+    pub stage: String,
+    /// The attempt's number within the stage (1-based).
+    pub attempt: u32,
+    /// The event sequence number within the attempt.
+    pub seq: i64,
+    pub step: Option<u64>,
+    pub name: String,
+    pub value: f64,
+    /// When the engine recorded it (ms since the Unix epoch).
+    pub at: i64,
+}

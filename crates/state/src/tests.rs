@@ -32,7 +32,7 @@ on_both_backends!(
     running_attempts_of_a_dead_engine_become_lost,
     latest_checkpoint_is_the_highest_step,
     external_digests_are_reused_only_for_the_same_signature,
-    latest_metric_values_in_reporting_order
+    metrics_of_a_run_and_their_latest_values
 );
 
 /// Run `r1` with one pending stage and its first attempt started; returns the attempt id.
@@ -320,7 +320,7 @@ async fn leases_fence_out_a_holder_whose_lease_was_taken_over(s: State) {
     );
 }
 
-async fn latest_metric_values_in_reporting_order(s: State) {
+async fn metrics_of_a_run_and_their_latest_values(s: State) {
     let first = started_attempt(&s, "train").await;
     for (seq, step, name, value) in [
         (1, Some(10), "loss", 3.0),
@@ -388,4 +388,26 @@ async fn latest_metric_values_in_reporting_order(s: State) {
             ("tokens", 7.0, None, 4)
         ]
     );
+
+    let all = s.run_metrics("r1", None).await.unwrap();
+    let brief: Vec<(&str, u32, i64, &str)> = all
+        .iter()
+        .map(|m| (m.stage.as_str(), m.attempt, m.seq, m.name.as_str()))
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            ("eval", 1, 1, "accuracy"),
+            ("train", 1, 1, "loss"),
+            ("train", 1, 2, "lr"),
+            ("train", 1, 3, "loss"),
+            ("train", 1, 4, "tokens"),
+            ("train", 2, 1, "loss"),
+        ]
+    );
+    assert!(all.iter().all(|m| m.at > 0));
+    assert_eq!(all[4].step, None);
+    let train = s.run_metrics("r1", Some("train")).await.unwrap();
+    assert_eq!(train, all[1..].to_vec());
+    assert!(s.run_metrics("r1", Some("nope")).await.unwrap().is_empty());
 }

@@ -4,6 +4,7 @@
 mod inspect;
 mod lineage;
 mod lineage_export;
+mod metrics;
 mod run;
 mod upkeep;
 
@@ -63,6 +64,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 let format = if json { LineageFormat::Json } else { format };
                 lineage::lineage(state, &artifact, format, from_store).await
             }
+            Command::Metrics {
+                run,
+                stage,
+                format,
+                out,
+            } => metrics::metrics(state, &run, stage.as_deref(), format, out.as_deref()).await,
             Command::Worker { .. } => unreachable!("handled above"),
         };
         match result {

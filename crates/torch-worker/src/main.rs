@@ -14,7 +14,10 @@ use anyhow::{bail, Context, Result};
 use leo_plugin::{DescribeReply, Emitter, Invocation, Plugin};
 
 fn plugins() -> Vec<Arc<dyn Plugin>> {
-    vec![Arc::new(leo_plugin_pretrain::Pretrain)]
+    vec![
+        Arc::new(leo_plugin_pretrain::Pretrain),
+        Arc::new(leo_plugin_sft::Sft),
+    ]
 }
 
 fn main() -> ExitCode {

@@ -65,6 +65,8 @@ pub struct TrainParams {
     pub eval_batches: usize,
     pub seed: u64,
     pub shuffle: bool,
+    /// Train on the first N rows only (one batch, to check that the model can overfit it).
+    pub train_rows: Option<u64>,
     /// CPU threads per rank for libtorch (default: libtorch's choice).
     pub threads: Option<i32>,
     /// Peak dense FLOP/s of one device in TFLOP/s, for the MFU estimate; detected for known
@@ -95,6 +97,7 @@ impl Default for TrainParams {
             eval_batches: 4,
             seed: 0,
             shuffle: true,
+            train_rows: None,
             threads: None,
             peak_tflops: None,
         }
@@ -149,6 +152,9 @@ impl TrainParams {
                 "warmup_steps",
                 format!("is more than steps ({})", self.steps),
             );
+        }
+        if self.train_rows == Some(0) {
+            return err("train_rows", "must be at least 1".into());
         }
         if self.threads.is_some_and(|t| t < 1) {
             return err("threads", "must be at least 1".into());

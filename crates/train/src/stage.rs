@@ -32,11 +32,17 @@ pub fn split_params<T: DeserializeOwned>(
         }
     }
     let stage: T = parse(Value::Object(mine), own)?;
-    let train: TrainParams = parse(Value::Object(rest), own)?;
+    Ok((stage, train_params(Value::Object(rest), own)?))
+}
+
+/// The trainer's params from a table holding only those; `own` names the stage's other keys
+/// for the message about an unknown field.
+pub fn train_params(params: Value, own: &[&str]) -> Result<TrainParams, ParamError> {
+    let train: TrainParams = parse(params, own)?;
     train
         .check()
         .map_err(|(field, message)| ParamError::new(field, message))?;
-    Ok((stage, train))
+    Ok(train)
 }
 
 fn parse<T: DeserializeOwned>(v: Value, own: &[&str]) -> Result<T, ParamError> {

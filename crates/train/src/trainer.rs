@@ -135,7 +135,11 @@ pub fn train(mut model: Llama, comm: &mut dyn Collective, run: Run<'_>) -> Resul
             ),
         );
     }
-    let mut order = Order::new(run.train.len(), p.seed, p.shuffle)?;
+    let rows = match p.train_rows {
+        Some(n) => n.min(run.train.len()),
+        None => run.train.len(),
+    };
+    let mut order = Order::new(rows, p.seed, p.shuffle)?;
     let schedule = p.schedule();
     let flops_per_token = flops_per_token(&model, seq_len);
     let peak = p

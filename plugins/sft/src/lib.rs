@@ -4,7 +4,8 @@
 //! [`chatml`] renders them as ChatML (and writes the matching Jinja chat template), [`encode`](mod@encode)
 //! tokenizes a rendered conversation and marks which tokens are trained, [`mix`](mod@mix) weights the
 //! datasets and holds out a validation split, [`pack`](mod@pack) fills fixed-length rows for
-//! document-masked attention, and [`config`] holds the stage's data params.
+//! document-masked attention, and [`config`] holds the stage's data params. [`stage`] is the
+//! plugin: those rows through the shared trainer (`leo-train`) into an HF chat checkpoint.
 
 pub mod chatml;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod encode;
 pub mod formats;
 pub mod mix;
 pub mod pack;
+pub mod stage;
 
 pub use chatml::{ChatFormat, LEOLM_SYSTEM_PROMPT};
 pub use config::{DataParams, DatasetParams};
@@ -21,3 +23,4 @@ pub use formats::{
 };
 pub use mix::{is_validation, mix, Mix, MixCounts, MixInput, Pick};
 pub use pack::{pack, PackStats, Packed, Row};
+pub use stage::Sft;

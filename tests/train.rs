@@ -161,7 +161,7 @@ params = {{ datasets = [{{ input = "germandpr", weight = 0.02 }}], seq_len = 512
 }
 
 #[test]
-fn a_killed_pretrain_stage_resumes_from_its_checkpoint_with_identical_losses() {
+fn a_killed_or_stopped_pretrain_stage_resumes_from_its_checkpoint_with_identical_losses() {
     let params = "micro_batch = 2, global_batch = 4, steps = 100, lr = 3e-3, min_lr = 3e-4, warmup_steps = 10, checkpoint_every = 10";
     let reference = Sandbox::new();
     workflow(&reference, params, "cpus = 1");
@@ -201,11 +201,58 @@ fn a_killed_pretrain_stage_resumes_from_its_checkpoint_with_identical_losses() {
     let log = sb.leo_ok(&["logs", &run, "pretrain"]);
     assert!(log.contains("resuming from"), "{log}");
     assert_eq!(losses(&sb, &run), expected);
+    let model = output_digest(&reference.status(None), "pretrain", "model");
     assert_eq!(
         output_digest(&resumed, "pretrain", "model"),
-        output_digest(&reference.status(None), "pretrain", "model"),
+        model,
         "the resumed run's model differs from the uninterrupted run's"
     );
+
+    // SIGTERM (what a timeout or a cancel sends first): the worker finishes its update, saves a
+    // checkpoint, exits; the retry continues from that checkpoint.
+    let sb = Sandbox::new();
+    workflow(&sb, params, "cpus = 1");
+    let toml = std::fs::read_to_string(sb.path().join("train.toml")).expect("workflow");
+    sb.write(
+        "train.toml",
+        toml.replace("[stages.pretrain]\n", "[stages.pretrain]\nretries = 1\n"),
+    );
+    let mut leo = sb.spawn(&["run", "train.toml"], "run");
+    wait_until(
+        "the pretrain stage's first checkpoint",
+        Duration::from_secs(300),
+        || {
+            sb.leo(&["status", "--json"]).status.success()
+                && stage(&sb.status(None), "pretrain")["checkpoints"]
+                    .as_array()
+                    .is_some_and(|c| !c.is_empty())
+        },
+    );
+    let run = sb.latest_run();
+    let workers = processes_of_run(&run);
+    assert!(!workers.is_empty(), "no worker process of run {run}");
+    for pid in &workers {
+        // SAFETY: signalling the worker process the engine started for this run.
+        unsafe {
+            libc::kill(pid.parse().expect("pid"), libc::SIGTERM);
+        }
+    }
+    let done = leo.wait().expect("leo run");
+    assert!(done.success(), "leo run failed after the retry");
+    let status = sb.status(Some(&run));
+    let attempts = stage(&status, "pretrain")["attempt_list"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(attempts, 2, "{status}");
+    let first = sb.leo_ok(&["logs", &run, "pretrain", "--attempt", "1"]);
+    assert!(
+        first.contains("stopped by SIGTERM; checkpoint saved at step"),
+        "{first}"
+    );
+    let second = sb.leo_ok(&["logs", &run, "pretrain", "--attempt", "2"]);
+    assert!(second.contains("resuming from"), "{second}");
+    assert_eq!(losses(&sb, &run), expected);
+    assert_eq!(output_digest(&status, "pretrain", "model"), model);
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub fn builtins() -> Vec<Arc<dyn Plugin>> {
 }
 
 pub fn run(plugin: &str, invocation: &Path) -> ExitCode {
-    tie_to_engine();
+    leo_plugin::tie_to_engine();
     match run_inner(plugin, invocation) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<leo_plugin::ExitWith>() {
@@ -28,24 +28,6 @@ pub fn run(plugin: &str, invocation: &Path) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
-}
-
-/// Dies with the engine that started this worker, so no attempt runs on unsupervised.
-fn tie_to_engine() {
-    let Some(engine) = std::env::var(leo_plugin::ENGINE_PID_ENV)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok())
-    else {
-        return;
-    };
-    // SAFETY: plain syscalls on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        // The engine may have died before the line above took effect.
-        if libc::getppid() != engine {
-            std::process::exit(137);
-        }
     }
 }
 

@@ -228,6 +228,25 @@ impl Emitter {
     }
 }
 
+/// Makes a worker die with the engine that started it (`PR_SET_PDEATHSIG`), so no attempt runs
+/// on unsupervised; a no-op when not started by an engine (no `LEO_ENGINE_PID`).
+pub fn tie_to_engine() {
+    let Some(engine) = std::env::var(ENGINE_PID_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The engine may have died before the line above took effect.
+        if libc::getppid() != engine {
+            std::process::exit(137);
+        }
+    }
+}
+
 /// Reads a string field of a params object, with the error a user can act on.
 pub fn param_str<'a>(params: &'a Value, field: &str) -> Result<Option<&'a str>, ParamError> {
     match params.get(field) {

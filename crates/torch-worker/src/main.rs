@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     {
         ["describe", name] => describe(name),
         ["worker", name, invocation] => {
-            tie_to_engine();
+            leo_plugin::tie_to_engine();
             match work(name, invocation) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -103,22 +103,4 @@ fn work(name: &str, invocation: &str) -> Result<()> {
     let inv: Invocation = serde_json::from_slice(&text)
         .with_context(|| format!("parsing invocation {invocation}"))?;
     plugin.run(&inv, &Emitter::new())
-}
-
-/// Dies with the engine that started this worker (as `leo worker` does), so no rank trains on
-/// unsupervised.
-fn tie_to_engine() {
-    let Some(engine) = std::env::var(leo_plugin::ENGINE_PID_ENV)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok())
-    else {
-        return;
-    };
-    // SAFETY: plain syscalls on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != engine {
-            std::process::exit(137);
-        }
-    }
 }

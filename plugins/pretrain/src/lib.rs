@@ -264,3 +264,72 @@ fn check_vocab(tokens: &Path, model: &Llama) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(params: Value) -> String {
+        let e = Pretrain.describe(&params).unwrap_err();
+        assert!(!e.message.is_empty());
+        e.field
+    }
+
+    #[test]
+    fn params_split_between_the_stage_and_the_trainer() {
+        let (p, t) = parse(&json!({
+            "seq_len": 8192, "rope_scaling": {"type": "linear", "factor": 2.0},
+            "max_position_embeddings": 8192, "steps": 15360, "warmup_steps": 153,
+            "lr": 2e-5, "min_lr": 2e-6, "micro_batch": 2, "global_batch": 512,
+        }))
+        .unwrap();
+        assert_eq!(p.seq_len, 8192);
+        assert_eq!(p.rope_scaling.unwrap().factor, 2.0);
+        assert_eq!(
+            (t.steps, t.warmup_steps, t.global_batch),
+            (15360, 153, Some(512))
+        );
+        assert_eq!(t.accumulation(8).unwrap(), 32);
+        assert_eq!(
+            Pretrain.describe(&json!({"seq_len": 16})).unwrap(),
+            vec!["model"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field(json!({})), "");
+        assert_eq!(field(json!({"seq_len": 1})), "seq_len");
+        assert_eq!(field(json!({"seq_len": 8, "lr": -1.0})), "lr");
+        assert_eq!(
+            field(json!({"seq_len": 8, "micro_batch": 3, "global_batch": 8})),
+            "global_batch"
+        );
+        assert_eq!(
+            field(json!({"seq_len": 8, "rope_scaling": {"type": "dynamic", "factor": 2.0}})),
+            "rope_scaling.type"
+        );
+        assert_eq!(
+            field(json!({"seq_len": 8, "model": {"hidden_size": 4}})),
+            "model"
+        );
+        assert_eq!(
+            field(json!({"seq_len": 8, "max_position_embeddings": 4})),
+            "max_position_embeddings"
+        );
+        let e = Pretrain
+            .describe(&json!({"seq_len": 8, "learning_rate": 1e-3}))
+            .unwrap_err();
+        assert!(
+            e.message.contains("unknown field `learning_rate`"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("seq_len"),
+            "the stage's own params are listed: {}",
+            e.message
+        );
+    }
+}

@@ -325,3 +325,36 @@ pub fn write_chat_tokenizer(
     std::fs::write(&path, serde_json::to_string_pretty(&config)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_or_steps_and_the_data_seed_orders_the_rows() {
+        let p = parse(&json!({
+            "datasets": [{"input": "oasst_de"}], "epochs": 3, "lr": 3e-5, "seed": 4,
+            "global_batch": 256, "micro_batch": 4,
+        }))
+        .unwrap();
+        assert_eq!(p.epochs, Some(3.0));
+        assert_eq!((p.train.lr, p.train.seed, p.data.seed), (3e-5, 4, 4));
+        let field = |v: Value| parse(&v).err().map(|e| e.field);
+        let data = json!([{"input": "x"}]);
+        assert_eq!(
+            field(json!({"datasets": data, "epochs": 1, "steps": 5})),
+            Some("steps".into())
+        );
+        assert_eq!(field(json!({"datasets": data})), Some("epochs".into()));
+        assert_eq!(
+            field(json!({"datasets": data, "epochs": 0})),
+            Some("epochs".into())
+        );
+        assert_eq!(
+            field(json!({"datasets": data, "steps": 5, "lr": "x"})),
+            Some("lr".into())
+        );
+        assert_eq!(field(json!({"epochs": 1})), Some("datasets".into()));
+        assert!(Sft.describe(&json!({"datasets": data, "steps": 5})).is_ok());
+    }
+}

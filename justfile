@@ -39,6 +39,8 @@ test:
 
 # Benchmarks, each printing ours vs the peer and the ratio: `just bench engine` (leo vs Snakemake
 # on a 1,000-stage DAG), `just bench train-step` (a training step of a 6-layer Llama vs transformers),
+# `just bench train` (tokens/s of the pretrain stage's training loop vs a plain PyTorch loop over
+# transformers' Llama, same data and threads; bench/train_gpu.py is its prepared 1B bf16 GPU run),
 # `just bench store` (a 2 GB file up to and down from a local S3 server vs rclone),
 # `just bench tokenize` (a German corpus through the tokenize plugin vs Python `tokenizers`),
 # `just bench corpus` (filters + MinHash on the German corpus and a 300 MB replica vs datatrove;
@@ -55,6 +57,11 @@ bench name *args:
         eval "$(tools/torch-env.sh)"
         cargo build --release --locked -p leo-train --example train_step
         "$LEO_TORCH_PYTHON" bench/train_step.py --leo "{{target_dir}}/release/examples/train_step" {{args}}
+        ;;
+      train)
+        eval "$(tools/torch-env.sh)"
+        cargo build --release --locked -p leo-plugin-pretrain --example train_bench
+        "$LEO_TORCH_PYTHON" bench/train.py --leo "{{target_dir}}/release/examples/train_bench" {{args}}
         ;;
       store)
         eval "$(tools/s3-server.sh)"
@@ -74,7 +81,7 @@ bench name *args:
           --python "$LEO_DATATROVE_PYTHON" --model "$LEO_LID176_MODEL" {{args}}
         ;;
       *)
-        echo "unknown benchmark '{{name}}'; available: engine, train-step, store, tokenize, corpus" >&2
+        echo "unknown benchmark '{{name}}'; available: engine, train-step, train, store, tokenize, corpus" >&2
         exit 2
         ;;
     esac

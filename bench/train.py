@@ -75,6 +75,8 @@ def arguments(defaults=None):
     ap.add_argument("--text", default=os.path.join(ROOT, "demo", "de", "elberfelder-1905.txt"),
                     help="training text, one document per line")
     ap.add_argument("--tokenizer", default=os.path.join(ROOT, "llama2-tokenizer", "tokenizer.json"))
+    ap.add_argument("--keep", metavar="DIR", default=None,
+                    help="write the token shard (DIR/tokens) and config (DIR/config) here and keep them")
     if defaults:
         ap.set_defaults(**defaults)
     return ap
@@ -266,7 +268,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, config_json, tokens_dir = prepare(args, tmp)
+        cfg, config_json, tokens_dir = prepare(args, args.keep or tmp)
         bin_path = os.path.join(tokens_dir, "shard-00000.bin")
         leo, hf = [], []
         for r in range(args.runs):

@@ -57,7 +57,7 @@ def main():
         leo_extra.append("--recompute")
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, config_json, tokens_dir = train.prepare(args, tmp)
+        cfg, config_json, tokens_dir = train.prepare(args, args.keep or tmp)
         bin_path = os.path.join(tokens_dir, "shard-00000.bin")
         leo, hf = [], []
         for r in range(args.runs):

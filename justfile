@@ -72,7 +72,7 @@ bench name *args:
       tokenize)
         eval "$(tools/torch-env.sh)"
         cargo build --release --locked -p leo-plugin-tokenize --example tokenize_bench
-        "$LEO_TORCH_PYTHON" bench/tokenize.py --leo "{{target_dir}}/release/examples/tokenize_bench" {{args}}
+        "$LEO_TORCH_PYTHON" bench/tokenize_bench.py --leo "{{target_dir}}/release/examples/tokenize_bench" {{args}}
         ;;
       corpus)
         eval "$(tools/datatrove-env.sh)"

@@ -27,26 +27,20 @@ close but not equal; both are printed.
 Usage: train.py --leo TARGET/release/examples/train_bench [--steps 15 --warmup-steps 2
   --threads 2 --hidden 256 --layers 4 --seq 256 --micro-batch 4 --accumulation 2 --runs 2 ...]
 """
+import argparse
+import json
+import math
 import os
+import resource
+import statistics
+import struct
+import subprocess
 import sys
+import tempfile
+import time
 
-# bench/tokenize.py would shadow the standard library's `tokenize` (which torch imports): this
-# folder goes to the end of the module path.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here] + [_here]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 

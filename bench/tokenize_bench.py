@@ -7,7 +7,7 @@ with the same tokenizer.json on the same number of threads. leo: the plugin's en
 `encode_batch_fast`), whole documents, as a Python pipeline would call it. Runs alternate; the
 best of each side is compared, and the bench fails unless both produced the same ids.
 
-Usage: tokenize.py --leo TARGET/release/examples/tokenize_bench [--runs 3] [--threads N]
+Usage: tokenize_bench.py --leo TARGET/release/examples/tokenize_bench [--runs 3] [--threads N]
 """
 import argparse
 import hashlib

@@ -21,6 +21,7 @@ fn plugins() -> Vec<Arc<dyn Plugin>> {
 }
 
 fn main() -> ExitCode {
+    leo_train::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()

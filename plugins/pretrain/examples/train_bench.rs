@@ -118,6 +118,8 @@ fn parse_args() -> Result<Args> {
 }
 
 fn main() -> Result<()> {
+    // As leo-torch runs the training stages.
+    leo_train::keep_freed_memory();
     let a = parse_args()?;
     let config_text = std::fs::read_to_string(&a.config)
         .with_context(|| format!("reading {}", a.config.display()))?;

@@ -28,6 +28,7 @@ Usage: train.py --leo TARGET/release/examples/train_bench [--steps 15 --warmup-s
   --threads 2 --hidden 256 --layers 4 --seq 256 --micro-batch 4 --accumulation 2 --runs 2 ...]
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -65,6 +66,9 @@ def arguments(defaults=None):
     ap.add_argument("--lr-warmup", type=int, default=2, help="learning-rate warmup updates")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=int, default=2, help="runs per side, alternating which goes first")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave glibc's allocator settings for the PyTorch loop as they are "
+                         "(leo's training processes keep freed memory in the heap)")
     ap.add_argument("--attn", default="sdpa", help="transformers' attn_implementation")
     ap.add_argument("--text", default=os.path.join(ROOT, "demo", "de", "elberfelder-1905.txt"),
                     help="training text, one document per line")
@@ -257,8 +261,20 @@ def prepare(args, tmp):
     return cfg, os.path.join(tmp, "config", "config.json"), tokens_dir
 
 
+def keep_freed_memory():
+    """What leo's training processes do first (`leo_train::keep_freed_memory`): glibc keeps freed
+    blocks in the heap instead of unmapping those over 32 MiB, so steps stop paying for fresh
+    pages. Applied to this process too, so that both loops run on the same allocator settings."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, -1)
+
+
 def main():
     args = arguments().parse_args()
+    if not args.glibc_defaults:
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -210,10 +210,6 @@ impl Order {
             .as_ref()
             .map_or(pos, |(_, p)| u64::from(p[pos as usize]))
     }
-
-    pub fn epoch_of(&self, i: u64) -> u64 {
-        i / self.rows
-    }
 }
 
 /// Fisher–Yates over `0..n` driven by SplitMix64 seeded with (seed, epoch): the same on every

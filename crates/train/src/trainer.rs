@@ -42,8 +42,6 @@ pub struct Run<'a> {
 /// How a run ended.
 pub struct Outcome {
     pub model: Llama,
-    pub steps: u64,
-    pub last_loss: f64,
     pub last_val_loss: Option<f64>,
     /// (step, loss) of every update this attempt made.
     pub losses: Vec<(u64, f64)>,
@@ -146,14 +144,13 @@ pub fn train(mut model: Llama, comm: &mut dyn Collective, run: Run<'_>) -> Resul
         .peak_tflops
         .or_else(|| precision::detect_peak_tflops(device));
     install_sigterm();
-    emit(run.events, rank, |e| {
-        e.progress(step, Some(p.steps), "steps")
-    })?;
+    if rank == 0 {
+        run.events.progress(step, Some(p.steps), "steps")?;
+    }
     log(rank, &format!(
         "training {} parameters on {world} rank(s), {device:?}, {precision:?}: global batch {global_batch} × {seq_len} tokens ({} micro-batches of {} per rank), ZeRO-1 shard {} per rank",
         opt.numel(), accumulation, p.micro_batch, opt.shard_len()
     ));
-    let mut last_loss = f64::NAN;
     let mut losses = Vec::new();
     let mut last_val = None;
     let mut last_saved = step;
@@ -216,7 +213,6 @@ pub fn train(mut model: Llama, comm: &mut dyn Collective, run: Run<'_>) -> Resul
         let loss = all_reduce_scalars(comm, &[loss_sum])?[0] / global_tokens;
         step += 1;
         consumed += global_batch;
-        last_loss = loss;
         losses.push((step, loss));
         if device.is_cuda() {
             tch::Cuda::synchronize(device_index(device));
@@ -261,8 +257,6 @@ pub fn train(mut model: Llama, comm: &mut dyn Collective, run: Run<'_>) -> Resul
     }
     Ok(Outcome {
         model,
-        steps: step,
-        last_loss,
         last_val_loss: last_val,
         losses,
     })
@@ -405,17 +399,6 @@ fn device_index(d: Device) -> i64 {
         Device::Cuda(i) => i as i64,
         _ => 0,
     }
-}
-
-fn emit(
-    events: &Emitter,
-    rank: usize,
-    f: impl FnOnce(&Emitter) -> std::io::Result<()>,
-) -> Result<()> {
-    if rank == 0 {
-        f(events).context("writing an event")?;
-    }
-    Ok(())
 }
 
 fn log(rank: usize, message: &str) {

@@ -194,7 +194,7 @@ fn main() -> Result<()> {
             "tokens": tokens,
             "warmup_run_seconds": t_warm,
             "full_run_seconds": t_all,
-            "final_loss": outcome.last_loss,
+            "final_loss": outcome.losses.last().map(|(_, l)| *l),
             "losses": outcome.losses.iter().map(|(_, l)| *l).collect::<Vec<_>>(),
             "parameters": outcome.model.named_tensors().iter().map(|(_, t)| t.numel()).sum::<usize>(),
             "device": format!("{device:?}"),

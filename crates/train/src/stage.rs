@@ -135,6 +135,27 @@ pub fn copy_tokenizer(from: &Path, to: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// Rank 0 writes the trained model as the stage's output `model`: an HF checkpoint in `kind`,
+/// with `model_files` (the tokenizer) beside it.
+pub fn write_output_model(
+    inv: &Invocation,
+    events: &leo_plugin::Emitter,
+    model: &leo_llama::Llama,
+    kind: tch::Kind,
+    model_files: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
+    if inv.rank != 0 {
+        return Ok(());
+    }
+    let out = inv.output_dir.join("model");
+    model
+        .save_as(&out, 5 << 30, kind)
+        .with_context(|| format!("writing the output model to {}", out.display()))?;
+    model_files(&out)?;
+    events.output("model", &out)?;
+    Ok(())
+}
+
 /// Path of a stage input, with an error naming the stage and the input.
 pub fn input<'a>(inv: &'a Invocation, name: &str) -> Result<&'a Path> {
     inv.inputs

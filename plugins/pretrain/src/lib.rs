@@ -204,16 +204,13 @@ impl Plugin for Pretrain {
                 model_files: &model_files,
             },
         )?;
-        if rank == 0 {
-            let out = inv.output_dir.join("model");
-            outcome
-                .model
-                .save_as(&out, 5 << 30, p.save_dtype.kind())
-                .with_context(|| format!("writing the output model to {}", out.display()))?;
-            model_files(&out)?;
-            events.output("model", &out)?;
-        }
-        Ok(())
+        stage::write_output_model(
+            inv,
+            events,
+            &outcome.model,
+            p.save_dtype.kind(),
+            &model_files,
+        )
     }
 }
 

@@ -192,16 +192,8 @@ impl Plugin for Sft {
                 model_files: &model_files,
             },
         )?;
-        if rank == 0 {
-            let out = inv.output_dir.join("model");
-            outcome
-                .model
-                .save(&out, 5 << 30)
-                .with_context(|| format!("writing the output model to {}", out.display()))?;
-            model_files(&out)?;
-            events.output("model", &out)?;
-        }
-        Ok(())
+        let kind = outcome.model.kind();
+        stage::write_output_model(inv, events, &outcome.model, kind, &model_files)
     }
 }
 

@@ -229,14 +229,7 @@ pub async fn logs(
     raw: bool,
 ) -> Result<ExitCode> {
     let (state, loc) = open(state_flag).await?;
-    let run_rec = if run == "latest" {
-        state.latest_run(None).await?.context("no runs yet")?
-    } else {
-        state
-            .get_run(run)
-            .await?
-            .with_context(|| format!("no run `{run}` (see `leo list`)"))?
-    };
+    let run_rec = super::find_run(&state, run).await?;
     let run = run_rec.id.as_str();
     let mut attempts: Vec<_> = state
         .attempts(run)

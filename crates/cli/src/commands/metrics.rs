@@ -19,14 +19,7 @@ pub async fn metrics(
     out: Option<&Path>,
 ) -> Result<ExitCode> {
     let state = State::open_existing(&state_location(state_flag, None)).await?;
-    let run = if run == "latest" {
-        state.latest_run(None).await?.context("no runs yet")?
-    } else {
-        state
-            .get_run(run)
-            .await?
-            .with_context(|| format!("no run `{run}` (see `leo list`)"))?
-    };
+    let run = super::find_run(&state, run).await?;
     if let Some(stage) = stage {
         if !state.stages(&run.id).await?.iter().any(|s| s.name == stage) {
             bail!("run {} has no stage `{stage}`", run.id);

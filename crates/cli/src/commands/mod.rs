@@ -99,6 +99,19 @@ pub fn load_checked(file: &Path) -> anyhow::Result<leo_engine::Checked> {
 }
 
 /// The state location: `--state` / `LEO_STATE_URL`, then the workflow's, then the default.
+/// A run by id, or the newest for `latest`, with the error a user can act on.
+pub async fn find_run(state: &leo_state::State, run: &str) -> anyhow::Result<leo_state::RunRecord> {
+    use anyhow::Context;
+    if run == "latest" {
+        state.latest_run(None).await?.context("no runs yet")
+    } else {
+        state
+            .get_run(run)
+            .await?
+            .with_context(|| format!("no run `{run}` (see `leo list`)"))
+    }
+}
+
 pub fn state_location(flag: Option<String>, workflow: Option<&leo_spec::Workflow>) -> String {
     flag.or_else(|| workflow.and_then(|w| w.storage.state.clone()))
         .unwrap_or_else(|| DEFAULT_STATE.to_string())

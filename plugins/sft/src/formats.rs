@@ -19,11 +19,10 @@
 //! either skipped or fatal ([`OnMalformed`]). Errors that are not about one record (an
 //! unreadable file, an undetectable layout) are always fatal.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use leo_records::Accept;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -209,7 +208,7 @@ pub struct Dataset {
 /// Reads a dataset: one file, or every `.jsonl`/`.json`/`.ndjson` (optionally `.gz`/`.zst`)
 /// and `.parquet` file under a folder, in name order.
 pub fn read_dataset(path: &Path, format: Format, on_malformed: OnMalformed) -> Result<Dataset> {
-    let files = discover(path)?;
+    let files = leo_records::discover(path, Accept { text: false }, "chat dataset")?;
     let mut reader = Reader {
         layout: (format != Format::Auto).then_some(format),
         on_malformed,
@@ -221,106 +220,15 @@ pub fn read_dataset(path: &Path, format: Format, on_malformed: OnMalformed) -> R
             malformed_examples: Vec::new(),
         },
     };
-    for (file, name) in &files {
-        match kind_of(file) {
-            Some(Kind::Parquet) => reader.parquet(file, name)?,
-            Some(Kind::Jsonl) => reader.jsonl(file, name)?,
-            None => bail!(
-                "{}: not a chat dataset file (.jsonl, .json, .ndjson, optionally .gz or .zst, or .parquet)",
-                file.display()
-            ),
-        }
+    for file in &files {
+        leo_records::for_each_record(file, |record, location| {
+            reader.record(record, &location.display, &location.id)
+        })?;
     }
     if let Some(layout) = reader.layout {
         reader.out.format = layout;
     }
     Ok(reader.out)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Jsonl,
-    Parquet,
-}
-
-fn kind_of(path: &Path) -> Option<Kind> {
-    let name = path.file_name()?.to_string_lossy().to_lowercase();
-    let base = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .or_else(|| name.strip_suffix(".zstd"))
-        .unwrap_or(&name);
-    if base.ends_with(".jsonl") || base.ends_with(".json") || base.ends_with(".ndjson") {
-        Some(Kind::Jsonl)
-    } else if name.ends_with(".parquet") {
-        Some(Kind::Parquet)
-    } else {
-        None
-    }
-}
-
-/// The files of a dataset with the names ids cite: a file's own name, or paths relative to
-/// the folder.
-fn discover(path: &Path) -> Result<Vec<(PathBuf, String)>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.is_file() {
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        return Ok(vec![(path.to_path_buf(), name)]);
-    }
-    let mut files = Vec::new();
-    walk(path, &mut files).with_context(|| format!("listing {}", path.display()))?;
-    let mut named: Vec<(PathBuf, String)> = files
-        .into_iter()
-        .filter(|f| kind_of(f).is_some())
-        .map(|f| {
-            let rel = f.strip_prefix(path).unwrap_or(&f);
-            let name = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            (f, name)
-        })
-        .collect();
-    named.sort_by(|a, b| a.1.cmp(&b.1));
-    if named.is_empty() {
-        bail!(
-            "{}: no chat dataset files (.jsonl, .json, .ndjson, optionally .gz or .zst, or .parquet)",
-            path.display()
-        );
-    }
-    Ok(named)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let name = path.to_string_lossy().to_lowercase();
-    Ok(if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if name.ends_with(".zst") || name.ends_with(".zstd") {
-        Box::new(zstd::Decoder::new(file).with_context(|| format!("reading {}", path.display()))?)
-    } else {
-        Box::new(file)
-    })
 }
 
 struct Reader {
@@ -330,62 +238,6 @@ struct Reader {
 }
 
 impl Reader {
-    fn jsonl(&mut self, path: &Path, name: &str) -> Result<()> {
-        let mut input = BufReader::new(open_decompressed(path)?);
-        let mut buf = Vec::new();
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            let n = input
-                .read_until(b'\n', &mut buf)
-                .with_context(|| format!("{}:{}: reading", path.display(), line_no + 1))?;
-            if n == 0 {
-                return Ok(());
-            }
-            line_no += 1;
-            while buf.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-                buf.pop();
-            }
-            if buf.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let location = format!("{}:{line_no}", path.display());
-            if line_no == 1 && buf.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-                bail!(
-                    "{location}: a JSON array, not JSON Lines (one object per line); convert it, e.g. with `jq -c '.[]'`"
-                );
-            }
-            let record = match std::str::from_utf8(&buf) {
-                Err(e) => Err(format!("not UTF-8 ({e})")),
-                Ok(text) => {
-                    serde_json::from_str::<Value>(text).map_err(|e| format!("invalid JSON: {e}"))
-                }
-            };
-            self.record(record, &location, &format!("{name}:{line_no}"))?;
-        }
-    }
-
-    fn parquet(&mut self, path: &Path, name: &str) -> Result<()> {
-        use parquet::file::reader::{FileReader, SerializedFileReader};
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = SerializedFileReader::new(file)
-            .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
-        let rows = reader
-            .get_row_iter(None)
-            .with_context(|| format!("{}: reading rows", path.display()))?;
-        for (i, row) in rows.enumerate() {
-            let row_no = i + 1;
-            let location = format!("{}: row {row_no}", path.display());
-            let row = row.with_context(|| format!("{location}: reading"))?;
-            self.record(
-                Ok(row.to_json_value()),
-                &location,
-                &format!("{name}:{row_no}"),
-            )?;
-        }
-        Ok(())
-    }
-
     /// One raw record: detects the layout on the first object, then converts or reports it.
     fn record(
         &mut self,
@@ -585,6 +437,7 @@ fn instruction(record: &Map<String, Value>) -> Result<Vec<Message>, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs::File;
     use std::io::Write;
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -122,6 +122,9 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Serve a chat model (a folder or a run's artifact) over OpenAI's chat-completions API
+    /// (runs `leo-torch serve`; docs/serve.md).
+    Serve(crate::commands::serve::ServeArgs),
     /// Run one attempt of a built-in plugin (used by the engine).
     #[command(hide = true)]
     Worker { plugin: String, invocation: PathBuf },

@@ -68,11 +68,25 @@ impl Llama {
         prompt: &[i64],
         opts: &GenerateOptions,
     ) -> Result<Generation> {
+        self.generate_text_streaming(tokenizer, prompt, opts, |_| Ok(()))
+    }
+
+    /// [`Llama::generate_text`], calling `on_text` after every token with the text decoded so
+    /// far (not yet cut at a stop string), so that a server can stream it. An error from
+    /// `on_text` (a client gone) ends generation with that error.
+    pub fn generate_text_streaming(
+        &self,
+        tokenizer: &Tokenizer,
+        prompt: &[i64],
+        opts: &GenerateOptions,
+        mut on_text: impl FnMut(&str) -> Result<()>,
+    ) -> Result<Generation> {
         let mut text = String::new();
         let mut cut = None;
         let (tokens, finish) = self.generate_until(prompt, opts, |tokens| {
             let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
             text = tokenizer.decode(&ids, true)?;
+            on_text(&text)?;
             cut = opts
                 .stop_strings
                 .iter()

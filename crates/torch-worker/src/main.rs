@@ -2,7 +2,8 @@
 //!
 //! - `leo-torch describe NAME` reads the params (JSON) on stdin and prints a `DescribeReply`
 //!   (exit 0) or a `ParamError` (exit 1), as external plugins do;
-//! - `leo-torch worker NAME INVOCATION.json` runs one attempt (one rank) and prints events.
+//! - `leo-torch worker NAME INVOCATION.json` runs one attempt (one rank) and prints events;
+//! - `leo-torch serve CHECKPOINT [FLAGS]` serves a chat model over OpenAI's API (leo-serve).
 //!
 //! The engine finds this executable beside `leo` (or on PATH) for the names it serves.
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["describe", name] => describe(name),
+        ["serve", ..] => leo_serve::main(&args[1..]),
         ["worker", name, invocation] => {
             leo_plugin::tie_to_engine();
             match work(name, invocation) {
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: leo-torch describe NAME < params.json | leo-torch worker NAME INVOCATION.json\nstages: {}",
+                "usage: leo-torch describe NAME < params.json | leo-torch worker NAME INVOCATION.json | leo-torch serve CHECKPOINT [--help]\nstages: {}",
                 names().join(", ")
             );
             ExitCode::from(2)

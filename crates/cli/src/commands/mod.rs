@@ -6,6 +6,7 @@ mod lineage;
 mod lineage_export;
 mod metrics;
 mod run;
+pub mod serve;
 mod upkeep;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 format,
                 out,
             } => metrics::metrics(state, &run, stage.as_deref(), format, out.as_deref()).await,
+            Command::Serve(args) => serve::serve(state, args).await,
             Command::Worker { .. } => unreachable!("handled above"),
         };
         match result {

@@ -1,0 +1,4 @@
+//! Binaries and tests of this crate find libtorch through their rpath (see leo-torch-rpath).
+fn main() {
+    leo_torch_rpath::emit();
+}

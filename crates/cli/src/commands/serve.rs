@@ -46,6 +46,8 @@ pub async fn serve(state_flag: Option<String>, args: ServeArgs) -> Result<ExitCo
     let exe = leo_torch()?;
     let (folder, default_name) = if Path::new(&args.checkpoint).is_dir() {
         (PathBuf::from(&args.checkpoint), None)
+    } else if args.checkpoint.contains('/') {
+        bail!("{} is not a folder", args.checkpoint);
     } else {
         let (folder, digest) = fetch(state_flag, &args.checkpoint).await?;
         (folder, Some(short_digest(&digest)))

@@ -43,6 +43,7 @@ test:
 # transformers' Llama, same data and threads; bench/train_gpu.py is its prepared 1B bf16 GPU run),
 # `just bench store` (a 2 GB file up to and down from a local S3 server vs rclone),
 # `just bench tokenize` (a German corpus through the tokenize plugin vs Python `tokenizers`),
+# `just bench eval` (GermanBench documents scored by the eval stage vs lm-eval's HF backend),
 # `just bench corpus` (filters + MinHash on the German corpus and a 300 MB replica vs datatrove;
 # `--skip-large` for the small input only)
 bench name *args:
@@ -74,6 +75,11 @@ bench name *args:
         cargo build --release --locked -p leo-plugin-tokenize --example tokenize_bench
         "$LEO_TORCH_PYTHON" bench/tokenize_bench.py --leo "{{target_dir}}/release/examples/tokenize_bench" {{args}}
         ;;
+      eval)
+        eval "$(tools/torch-env.sh)"
+        cargo build --release --locked -p leo-plugin-eval --example eval_run
+        "$LEO_TORCH_PYTHON" bench/eval.py --leo "{{target_dir}}/release/examples/eval_run" {{args}}
+        ;;
       corpus)
         eval "$(tools/datatrove-env.sh)"
         cargo build --release --locked -p leo-plugin-corpus --example corpus_run
@@ -81,7 +87,7 @@ bench name *args:
           --python "$LEO_DATATROVE_PYTHON" --model "$LEO_LID176_MODEL" {{args}}
         ;;
       *)
-        echo "unknown benchmark '{{name}}'; available: engine, train-step, train, store, tokenize, corpus" >&2
+        echo "unknown benchmark '{{name}}'; available: engine, train-step, train, store, tokenize, eval, corpus" >&2
         exit 2
         ;;
     esac

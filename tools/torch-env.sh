@@ -2,7 +2,8 @@
 # Creates (once) the Python venv that provides libtorch for `tch` and the conformance peers
 # (transformers, safetensors, tokenizers; jsonschema for the OpenLineage check; megatron-core
 # for reading token shards with Megatron's own reader; tensorboard for reading the event files
-# `leo metrics` writes), then prints `export` lines for the build:
+# `leo metrics` writes; lm-eval with accelerate, the peer of the eval stage), then prints
+# `export` lines for the build:
 #   eval "$(tools/torch-env.sh)"
 # The venv lives outside the clone (default $HOME/.cache/leo/torch-venv, or $LEO_TORCH_VENV) so
 # CI and later checkouts reuse it; the binaries find libtorch through an rpath (crates/llama/build.rs).
@@ -10,7 +11,8 @@ set -euo pipefail
 venv="${LEO_TORCH_VENV:-$HOME/.cache/leo/torch-venv}"
 torch_version="2.11.0"
 packages=("torch==${torch_version}" "transformers==5.24.0" "safetensors==0.8.0" "tokenizers==0.23.3"
-          "jsonschema[format-nongpl]==4.25.1" "megatron-core==0.16.1" "tensorboard==2.21.0")
+          "jsonschema[format-nongpl]==4.25.1" "megatron-core==0.16.1" "tensorboard==2.21.0"
+          "lm-eval==0.4.13" "accelerate==1.15.0")
 
 ready() {
     [ -x "$venv/bin/python" ] && "$venv/bin/python" - <<PY 2>/dev/null
@@ -21,6 +23,8 @@ assert transformers.__version__ == "5.24.0", transformers.__version__
 import importlib.metadata
 assert importlib.metadata.version("megatron-core") == "0.16.1"
 assert importlib.metadata.version("tensorboard") == "2.21.0"
+assert importlib.metadata.version("lm-eval") == "0.4.13"
+assert importlib.metadata.version("accelerate") == "1.15.0"
 PY
 }
 

@@ -18,6 +18,7 @@ fn plugins() -> Vec<Arc<dyn Plugin>> {
     vec![
         Arc::new(leo_plugin_pretrain::Pretrain),
         Arc::new(leo_plugin_sft::Sft),
+        Arc::new(leo_plugin_eval::Eval),
         Arc::new(leo_plugin_mtbench::Mtbench),
     ]
 }

@@ -1,7 +1,7 @@
 //! The eval stage's work without the engine, for `just bench eval` and the conformance test:
 //!
 //!     eval_run --model DIR --data NAME=PATH ... --tasks a,b [--limit N] [--dtype f32|f64]
-//!              [--add-bos] --out DIR
+//!              [--add-bos] [--threads N] --out DIR
 //!
 //! Writes `results.json`, `samples_TASK.jsonl` and `timing.json` (seconds, items, requests).
 
@@ -41,6 +41,7 @@ fn main() -> Result<()> {
                 }
             }
             "--add-bos" => add_bos = true,
+            "--threads" => tch::set_num_threads(value()?.parse::<i32>()?),
             other => bail!("unknown argument {other}"),
         }
     }

@@ -178,6 +178,9 @@ pub fn write_samples(eval: &Evaluation, dir: &Path) -> Result<()> {
             match &item.gold {
                 Gold::Rolling => {
                     let (ll, words, bytes) = outcome.rolling.unwrap_or_default();
+                    row["arguments"] = json!([[item.context]]);
+                    row["resps"] = json!([[ll]]);
+                    row["filtered_resps"] = json!([ll]);
                     row["loglikelihood"] = json!(ll);
                     row["words"] = json!(words);
                     row["bytes"] = json!(bytes);
@@ -217,7 +220,13 @@ pub fn write_samples(eval: &Evaluation, dir: &Path) -> Result<()> {
             row["filter"] = json!("none");
             row["metrics"] = json!(t.spec.metrics);
             for (m, v) in &outcome.values {
-                row[m.as_str()] = json!(v);
+                // lm-eval keeps a text's (log-likelihood, weight) pair per metric; the ratio is
+                // taken over the corpus.
+                row[m.as_str()] = match outcome.rolling {
+                    Some((ll, words, _)) if m == "word_perplexity" => json!([ll, words]),
+                    Some((ll, _, bytes)) => json!([ll, bytes]),
+                    None => json!(v),
+                };
             }
             serde_json::to_writer(&mut w, &row)?;
             w.write_all(b"\n")?;

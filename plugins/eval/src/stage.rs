@@ -88,6 +88,9 @@ struct EvalParams {
     /// Seeds each task's few-shot sampler (lm-eval's `fewshot_random_seed`).
     #[serde(default = "default_seed")]
     fewshot_seed: i64,
+    /// CPU threads for libtorch; default: libtorch's (one per core).
+    #[serde(default)]
+    threads: Option<i32>,
 }
 
 fn default_seed() -> i64 {
@@ -117,6 +120,9 @@ fn parse(params: &Value) -> Result<EvalParams, ParamError> {
                 format!("`{name}` is named twice"),
             ));
         }
+    }
+    if p.threads.is_some_and(|t| t < 1) {
+        return Err(ParamError::new("threads", "must be at least 1"));
     }
     if p.max_length == Some(0) {
         return Err(ParamError::new("max_length", "must be positive"));
@@ -204,6 +210,9 @@ impl Plugin for Eval {
             Dtype::F16 => Kind::Half,
             Dtype::F64 => Kind::Double,
         };
+        if let Some(t) = p.threads {
+            tch::set_num_threads(t);
+        }
         let model_dir = input("model")?;
         let model = Llama::load(&model_dir, device, kind)
             .with_context(|| format!("loading {}", model_dir.display()))?;

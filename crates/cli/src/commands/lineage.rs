@@ -102,6 +102,9 @@ fn node<'a>(
         }
         let run = state.get_run(&attempt.run_id).await?;
         let environment = state.attempt_environment(&attempt.id).await?;
+        // The producing attempt's last reported value of each metric: a checkpoint's final
+        // loss, an evaluation's scores.
+        let metrics = state.latest_metrics(&attempt.id).await?;
         v["produced_by"] = json!({
             "workflow": run.as_ref().map(|r| r.workflow_name.clone()),
             "provenance": run
@@ -110,6 +113,7 @@ fn node<'a>(
                 .and_then(|p| serde_json::from_str::<Value>(p).ok()),
             "attempt_status": attempt.status.as_str(),
             "environment": environment,
+            "metrics": metrics,
             "run": attempt.run_id,
             "stage": attempt.stage,
             "attempt": attempt.number,
@@ -204,7 +208,32 @@ fn print_tree(v: &Value, prefix: &str, last: bool, root: bool) {
     } else {
         format!("{prefix}{}", if last { "    " } else { "│   " })
     };
+    if let Some(metrics) = v["produced_by"]["metrics"]
+        .as_object()
+        .filter(|m| !m.is_empty())
+    {
+        const SHOWN: usize = 12;
+        let mut text: Vec<String> = metrics
+            .iter()
+            .take(SHOWN)
+            .map(|(name, value)| format!("{name}={}", format_metric(value)))
+            .collect();
+        if metrics.len() > SHOWN {
+            text.push(format!("… {} more (--json)", metrics.len() - SHOWN));
+        }
+        let bar = if children.is_empty() { " " } else { "│" };
+        println!("{child_prefix}{bar}   metrics: {}", text.join(", "));
+    }
     for (i, c) in children.iter().enumerate() {
         print_tree(c, &child_prefix, i + 1 == children.len(), false);
+    }
+}
+
+/// A metric value for the tree: four decimals, or scientific notation when very large or small.
+fn format_metric(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x != 0.0 && (x.abs() >= 1e5 || x.abs() < 1e-3) => format!("{x:.3e}"),
+        Some(x) => format!("{}", (x * 1e4).round() / 1e4),
+        None => v.to_string(),
     }
 }

@@ -287,7 +287,9 @@ fn mean(xs: &[f64]) -> f64 {
 #[test]
 fn a_killed_mtbench_stage_resumes_without_asking_the_judge_again() {
     let data = shared_data();
-    let sb = Sandbox::local();
+    let Some(sb) = Sandbox::local_pass_only() else {
+        return;
+    };
     let models = models_workflow(&sb, &data);
     sb.write("models.toml", &models);
     sb.leo_ok(&["run", "models.toml"]);

@@ -70,6 +70,17 @@ impl Sandbox {
         Sandbox::with_storage(false)
     }
 
+    /// A sandbox on local storage for a test in which storage plays no part, or `None` in the
+    /// team pass (`LEO_TEST_STORAGE=team`), where it would repeat the local pass exactly: `just
+    /// test` runs both passes, so the test still runs once.
+    pub fn local_pass_only() -> Option<Sandbox> {
+        if team_storage() {
+            eprintln!("storage plays no part in this test: it runs in the local pass");
+            return None;
+        }
+        Some(Sandbox::local())
+    }
+
     /// A sandbox on team storage (PostgreSQL + S3) whatever `LEO_TEST_STORAGE` says.
     pub fn team() -> Sandbox {
         Sandbox::with_storage(true)

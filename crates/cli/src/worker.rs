@@ -13,6 +13,7 @@ pub fn builtins() -> Vec<Arc<dyn Plugin>> {
         Arc::new(leo_plugin_shell::Shell),
         Arc::new(leo_plugin_corpus::Corpus),
         Arc::new(leo_plugin_tokenize::Tokenize),
+        Arc::new(leo_plugin_tokenize::train::TrainTokenizer),
     ]
 }
 

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 pub mod encode;
 pub mod input;
 pub mod shuffle;
+pub mod train;
 
 use encode::{Chunking, Encoder};
 use shuffle::{ShardInfo, Spill};

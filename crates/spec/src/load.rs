@@ -227,9 +227,27 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
         .and_then(|p| std::fs::canonicalize(p).ok())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| ".".to_string());
-    let vars = Vars {
-        values: raw.vars.into_iter().collect(),
+    // A variable's value may use `${workflow.dir}` (data shipped beside the workflow), but not
+    // other variables: no nesting, so no order or cycles to explain.
+    let dir_only = Vars {
+        values: Default::default(),
         workflow_dir,
+    };
+    let mut values = std::collections::BTreeMap::new();
+    for (name, value) in raw.vars {
+        let value = dir_only.substitute(&value).map_err(|(mut path, _)| {
+            path.splice(0..0, ["vars".to_string(), name.clone()]);
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            source.error_at(
+                &path,
+                "a variable's value may use only `${workflow.dir}`, not other variables",
+            )
+        })?;
+        values.insert(name, value);
+    }
+    let vars = Vars {
+        values,
+        workflow_dir: dir_only.workflow_dir,
     };
     let sub = |path: &[&str], s: &str| -> Result<String, SpecError> {
         match vars.substitute_str(s) {
@@ -630,6 +648,28 @@ mod tests {
             "{HEAD}[stages.a]\nplugin = \"shell\"\n[stages.a]\nplugin = \"shell\"\n"
         ));
         assert!(e.starts_with("w.toml:5:") && e.contains("stages.a"), "{e}");
+    }
+
+    #[test]
+    fn a_variable_may_use_the_workflow_dir_but_not_other_variables() {
+        let w = load(&format!(
+            "{HEAD}[vars]\ndata = \"${{workflow.dir}}/data\"\n\
+             [stages.a]\nplugin = \"shell\"\ninputs = {{ raw = \"file://${{vars.data}}/x.txt\" }}\n"
+        ))
+        .unwrap();
+        let InputRef::External { uri } = &w.workflow.stages["a"].inputs["raw"] else {
+            panic!("not external")
+        };
+        assert!(
+            uri.starts_with("file:///") && uri.ends_with("/data/x.txt"),
+            "{uri}"
+        );
+        assert!(!uri.contains("${"), "{uri}");
+        let e = first_line_error(&format!(
+            "{HEAD}[vars]\na = 1\nb = \"${{vars.a}}\"\n[stages.a]\nplugin = \"shell\"\n"
+        ));
+        assert!(e.starts_with("w.toml:5:1: vars.b: "), "{e}");
+        assert!(e.contains("only `${workflow.dir}`"), "{e}");
     }
 
     #[test]

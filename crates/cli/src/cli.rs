@@ -43,13 +43,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show what would run and what is cached, and for each miss the field that changed.
+    /// Show what would run and what is cached, and for each miss the field that changed; then
+    /// what the stages cost (tokens, parameters, FLOPs, GPU-hours, storage) as their plugins
+    /// estimate it from the params (docs/workflows.md, "Cost estimate"). Downloads nothing.
     Plan {
         file: PathBuf,
         #[arg(long, env = "LEO_STORE_URL")]
         store: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Model FLOPs utilisation for GPU-hours: a fraction (0.45) or a percent (45).
+        #[arg(long, default_value_t = 0.45)]
+        mfu: f64,
+        /// GPU for GPU-hours: a100 (312 TFLOP/s bf16), h100 or h200 (989), b200 (2250), or a
+        /// peak in TFLOP/s.
+        #[arg(long, default_value = "a100")]
+        gpu: String,
     },
     /// Check a workflow file and its plugins' params without running anything.
     Validate { file: PathBuf },
@@ -119,6 +128,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = MetricsFormat::Csv)]
         format: MetricsFormat,
         /// The CSV file, or the folder for TensorBoard files (required for them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a run's report: one self-contained HTML page (stages, loss curves, German vs
+    /// English scores, evals, lineage; docs/report.md) and its data as JSON beside it.
+    Report {
+        /// Run id, a unique prefix of one, or `latest`.
+        run: String,
+        /// The HTML file (default: `reports/RUN.html` beside the state database).
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -21,6 +21,8 @@ pub struct PluginInfo {
     pub command: Vec<OsString>,
     /// Runs as `leo worker` (which ties its life to the engine itself).
     pub builtin: bool,
+    /// What the stage will cost, as the plugin estimated it from the params (`leo plan`).
+    pub estimate: Option<leo_plugin::Estimate>,
 }
 
 /// Plugins served by companion executables beside `leo`: (plugin name, executable). They need
@@ -107,6 +109,7 @@ impl Catalog {
                     outputs,
                     command: vec![self.leo_exe.clone().into(), "worker".into(), name.into()],
                     builtin: true,
+                    estimate: p.estimate(params),
                 })
             }
             PluginRef::Exec(path) => describe_exec(path, params),
@@ -133,6 +136,7 @@ fn describe_exec(path: &str, params: &Value) -> Result<PluginInfo, DescribeError
         outputs: reply.outputs,
         command: vec![exe.into_os_string(), "run".into()],
         builtin: false,
+        estimate: reply.estimate,
     })
 }
 
@@ -162,6 +166,7 @@ fn describe_companion(
         command: vec![exe.into_os_string(), "worker".into(), name.into()],
         // Like `leo worker`, the companion ties its life to the engine itself (LEO_ENGINE_PID).
         builtin: true,
+        estimate: reply.estimate,
     })
 }
 
@@ -317,6 +322,7 @@ mod tests {
                 outputs: vec!["pretrain-model".into()],
                 command: vec![beside.into_os_string(), "worker".into(), "pretrain".into()],
                 builtin: true,
+                estimate: None,
             }
         );
 

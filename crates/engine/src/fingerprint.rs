@@ -87,6 +87,7 @@ mod tests {
             outputs: vec![],
             command: vec![],
             builtin: true,
+            estimate: None,
         }
     }
 

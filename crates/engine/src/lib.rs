@@ -5,6 +5,7 @@
 mod attempt;
 mod catalog;
 mod check;
+mod estimate;
 mod fingerprint;
 mod observer;
 mod plan;
@@ -17,6 +18,7 @@ mod secrets;
 pub use attempt::{format_duration, kill_all_attempts};
 pub use catalog::{Catalog, DescribeError, PluginInfo};
 pub use check::{check, check_stored, Checked};
+pub use estimate::{estimate, CostEstimate, Hardware, StageCost, GPU_PEAKS};
 pub use fingerprint::{diff_fields, Fingerprint};
 pub use observer::{EngineEvent, Observer};
 pub use plan::{plan, PlanEntry, PlanStatus};

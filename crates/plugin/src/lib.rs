@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod estimate;
+pub use estimate::{Estimate, StorageItem};
+
 /// Bumped when the invocation or event format changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -152,6 +155,9 @@ pub struct DescribeReply {
     #[serde(default)]
     pub version: Option<String>,
     pub outputs: Vec<String>,
+    /// What the stage will cost (`leo plan`), computed from the params alone; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 /// Returned by a built-in plugin whose work ended with an exit code the worker should pass on
@@ -174,6 +180,11 @@ pub trait Plugin: Send + Sync {
     fn version(&self) -> String;
     /// Checks `params` and returns the output names the stage will produce.
     fn describe(&self, params: &Value) -> Result<Vec<String>, ParamError>;
+    /// What the stage will cost, from params `describe` accepted (`leo plan` totals it). Must
+    /// not read inputs or the network: plan runs before anything is fetched.
+    fn estimate(&self, _params: &Value) -> Option<Estimate> {
+        None
+    }
     /// Runs one attempt. Errors make the attempt fail (exit code 1).
     fn run(&self, invocation: &Invocation, events: &Emitter) -> anyhow::Result<()>;
 }

@@ -9,7 +9,9 @@
 //! - [`precision`]: autocast and loss scaling;
 //! - [`checkpoint`]: files first, completion marker, then the pointer to the latest;
 //! - [`trainer`]: the loop, metrics, validation, SIGTERM;
-//! - [`stage`]: what the training stages share around it (ranks, device, resume, params).
+//! - [`stage`]: what the training stages share around it (ranks, device, resume, params);
+//! - [`estimate`]: what a training stage costs (parameters, FLOPs, checkpoint bytes) for
+//!   `leo plan`; [`expected`]: a continued checkpoint checked against the workflow's shape.
 //!
 //! [`AdamW`] (unsharded, per-parameter state) is the plain optimizer the training-step benchmark
 //! compares with `torch.optim.AdamW(fused=True)`.
@@ -17,6 +19,8 @@
 pub mod checkpoint;
 pub mod collective;
 pub mod data;
+pub mod estimate;
+pub mod expected;
 mod ffi;
 mod optim;
 pub mod params;

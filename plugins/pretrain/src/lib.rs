@@ -15,15 +15,19 @@
 //! (an HF Llama checkpoint to continue; without it `params.model` is the `config.json` of a new,
 //! randomly initialised model) and optionally `tokenizer` (a `tokenizer.json` or a folder; the
 //! files go beside the weights). Output `model`: an HF checkpoint `transformers` loads.
+//!
+//! With a `model` input, `params.model` is the expected architecture: every field it gives is
+//! checked against the checkpoint's `config.json` before the weights load, and `leo plan` takes
+//! the parameter count for its estimate from it ([`Pretrain::estimate`]).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use leo_llama::tch::{Device, Kind};
 use leo_llama::{Config, Llama, RopeScaling};
-use leo_plugin::{Emitter, Invocation, ParamError, Plugin};
+use leo_plugin::{Emitter, Estimate, Invocation, ParamError, Plugin, StorageItem};
 use leo_train::data::{PackedTokens, Samples};
-use leo_train::{stage, Run, TrainParams};
+use leo_train::{estimate, stage, Run, TrainParams};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -38,7 +42,8 @@ pub struct PretrainParams {
     /// Attention stays within each packed document (positions restart per document).
     #[serde(default)]
     pub doc_mask: bool,
-    /// `config.json` fields of a new model (no `model` input): vocab_size, hidden_size, …
+    /// `config.json` fields of a new model (no `model` input): vocab_size, hidden_size, …;
+    /// with a `model` input, the fields that checkpoint's `config.json` must have.
     #[serde(default)]
     pub model: Option<Value>,
     /// New RoPE scaling for a continued model: `{ type = "linear", factor = 2.0 }`.
@@ -79,6 +84,13 @@ pub enum SaveDtype {
 }
 
 impl SaveDtype {
+    pub fn bytes(self) -> u64 {
+        match self {
+            SaveDtype::Float32 => 4,
+            SaveDtype::Bfloat16 | SaveDtype::Float16 => 2,
+        }
+    }
+
     pub fn kind(self) -> Kind {
         match self {
             SaveDtype::Float32 => Kind::Float,
@@ -135,6 +147,13 @@ impl Plugin for Pretrain {
     fn describe(&self, params: &Value) -> Result<Vec<String>, ParamError> {
         parse(params)?;
         Ok(vec!["model".into()])
+    }
+
+    /// Tokens = steps × global_batch × seq_len; N from `params.model` (a new model's config, or
+    /// the expected architecture of the `model` input); see [`leo_train::estimate`].
+    fn estimate(&self, params: &Value) -> Option<Estimate> {
+        let (p, t) = parse(params).ok()?;
+        Some(estimate_of(&p, &t))
     }
 
     fn run(&self, inv: &Invocation, events: &Emitter) -> Result<()> {
@@ -214,6 +233,39 @@ impl Plugin for Pretrain {
     }
 }
 
+/// The stage's cost from its params (no input is read): see [`leo_train::estimate`].
+pub fn estimate_of(p: &PretrainParams, t: &TrainParams) -> Estimate {
+    let config = p
+        .model
+        .as_ref()
+        .and_then(|m| Config::from_json(&m.to_string()).ok());
+    let seq_len = p.seq_len as u64;
+    let tokens = estimate::step_tokens(t, seq_len);
+    let mut e = estimate::training(config.as_ref(), t, seq_len, tokens, p.save_dtype.bytes());
+    match (tokens, &config) {
+        (None, _) => e
+            .notes
+            .push("tokens depend on the world size: give global_batch to estimate them".into()),
+        (Some(d), Some(c)) => {
+            // Megatron shards hold uint16 ids below 65,536 ids, else int32.
+            let width = if c.vocab_size <= 1 << 16 { 2 } else { 4 };
+            e.storage.push(StorageItem {
+                what: format!(
+                    "token shards read (the tokenize output, {width} B/token; less if tokens repeat)"
+                ),
+                bytes: d * width,
+                count: 1,
+            });
+        }
+        (Some(_), None) => {}
+    }
+    if p.doc_mask {
+        e.notes
+            .push("doc_mask: attention FLOPs are an upper bound".into());
+    }
+    e
+}
+
 /// The model before any training: the `model` input, or a new one from `params.model`.
 fn initial_model(
     inv: &Invocation,
@@ -222,12 +274,15 @@ fn initial_model(
     device: Device,
 ) -> Result<Llama> {
     match (inv.inputs.get("model"), &p.model) {
-        (Some(_), Some(_)) => bail!(
-            "stage {}: give either the input `model` (continue a checkpoint) or params.model (a new model), not both",
-            inv.stage
-        ),
-        (Some(m), None) => Llama::load(&m.path, device, Kind::Float)
-            .with_context(|| format!("loading the input model {}", m.path.display())),
+        (Some(m), expected) => {
+            // params.model beside an input is the shape the workflow expects: checked before
+            // gigabytes of weights load.
+            if let Some(expected) = expected {
+                leo_train::expected::check_expected_config(&inv.stage, expected, &m.path)?;
+            }
+            Llama::load(&m.path, device, Kind::Float)
+                .with_context(|| format!("loading the input model {}", m.path.display()))
+        }
         (None, Some(cfg)) => {
             let config = Config::from_json(&cfg.to_string()).context("params.model")?;
             Llama::init(config, device, Kind::Float, t.seed as i64)
@@ -292,6 +347,38 @@ mod tests {
             Pretrain.describe(&json!({"seq_len": 16})).unwrap(),
             vec!["model"]
         );
+    }
+
+    #[test]
+    fn the_estimate_of_leolm_13b_stage2_comes_from_the_expected_architecture() {
+        let params = json!({
+            "seq_len": 8192, "steps": 15360, "global_batch": 512, "micro_batch": 2,
+            "checkpoint_every": 500, "save_dtype": "bfloat16",
+            "model": {"vocab_size": 32000, "hidden_size": 5120, "intermediate_size": 13824,
+                      "num_hidden_layers": 40, "num_attention_heads": 40},
+        });
+        let e = Pretrain.estimate(&params).unwrap();
+        assert_eq!(e.tokens, Some(64_424_509_440));
+        assert_eq!(e.parameters, Some(13_015_864_320));
+        let dense = e.flops_dense.unwrap();
+        assert!((dense / 5.0e21 - 1.0).abs() < 0.01, "{dense:e}");
+        // 30 checkpoints of 12 B/param, the bf16 model, 2 B per token of shards.
+        let n = 13_015_864_320u64;
+        assert_eq!(e.storage_bytes(), 30 * 12 * n + 2 * n + 2 * 64_424_509_440);
+
+        // Without the shape: tokens but no parameters, and a note saying what to add.
+        let e = Pretrain
+            .estimate(&json!({"seq_len": 8192, "steps": 10, "global_batch": 4}))
+            .unwrap();
+        assert_eq!((e.tokens, e.parameters), (Some(10 * 4 * 8192), None));
+        assert!(
+            e.notes.iter().any(|n| n.contains("params.model")),
+            "{:?}",
+            e.notes
+        );
+        // Without a global batch the world size decides the tokens.
+        let e = Pretrain.estimate(&json!({"seq_len": 8192})).unwrap();
+        assert_eq!(e.tokens, None);
     }
 
     #[test]

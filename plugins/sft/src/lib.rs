@@ -10,6 +10,7 @@
 pub mod chatml;
 pub mod config;
 pub mod encode;
+pub mod estimate;
 pub mod formats;
 pub mod mix;
 pub mod pack;

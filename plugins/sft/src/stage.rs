@@ -52,6 +52,12 @@ pub struct SftParams {
     pub data: DataParams,
     pub epochs: Option<f64>,
     pub train: TrainParams,
+    /// The expected architecture of the `model` input (`config.json` fields): checked against
+    /// the checkpoint when it loads, and `leo plan`'s parameter count.
+    pub model: Option<Value>,
+    /// Tokens in one epoch of the weighted mix, for `leo plan`'s estimate only (the stage
+    /// counts the real ones); LeoLM's German mix: 67.5M.
+    pub expected_tokens: Option<u64>,
 }
 
 pub fn parse(params: &Value) -> Result<SftParams, ParamError> {
@@ -62,9 +68,29 @@ pub fn parse(params: &Value) -> Result<SftParams, ParamError> {
         _ => return Err(ParamError::new("", "params must be a table")),
     };
     let (mut data, mut rest) = (Map::new(), Map::new());
-    let mut epochs = None;
+    let (mut epochs, mut model, mut expected_tokens) = (None, None, None);
     for (k, v) in map {
-        if k == "epochs" {
+        if k == "model" {
+            if !v.is_object() {
+                return Err(ParamError::new(
+                    "model",
+                    "must be a table of config.json fields (the expected architecture of the input `model`)",
+                ));
+            }
+            leo_llama::Config::from_json(&v.to_string())
+                .map_err(|e| ParamError::new("model", format!("not a Llama config.json: {e:#}")))?;
+            model = Some(v.clone());
+        } else if k == "expected_tokens" {
+            match v.as_u64() {
+                Some(n) if n > 0 => expected_tokens = Some(n),
+                _ => {
+                    return Err(ParamError::new(
+                        "expected_tokens",
+                        "must be a positive integer (tokens in one epoch of the mix)",
+                    ))
+                }
+            }
+        } else if k == "epochs" {
             match v.as_f64() {
                 Some(e) if e > 0.0 && e.is_finite() => epochs = Some(e),
                 _ => return Err(ParamError::new("epochs", "must be a positive number")),
@@ -86,7 +112,11 @@ pub fn parse(params: &Value) -> Result<SftParams, ParamError> {
         ));
     }
     let data = DataParams::from_params(&Value::Object(data))?;
-    let own: Vec<&str> = DATA_KEYS.iter().copied().chain(["epochs"]).collect();
+    let own: Vec<&str> = DATA_KEYS
+        .iter()
+        .copied()
+        .chain(["epochs", "model", "expected_tokens"])
+        .collect();
     let train = stage::train_params(Value::Object(rest), &own)?;
     if epochs.is_none() && !map.contains_key("steps") {
         return Err(ParamError::new(
@@ -98,6 +128,8 @@ pub fn parse(params: &Value) -> Result<SftParams, ParamError> {
         data,
         epochs,
         train,
+        model,
+        expected_tokens,
     })
 }
 
@@ -115,11 +147,17 @@ impl Plugin for Sft {
         Ok(vec!["model".into()])
     }
 
+    fn estimate(&self, params: &Value) -> Option<leo_plugin::Estimate> {
+        parse(params).ok().map(|p| crate::estimate::estimate_of(&p))
+    }
+
     fn run(&self, inv: &Invocation, events: &Emitter) -> Result<()> {
         let SftParams {
             data,
             epochs,
             mut train,
+            model: expected,
+            ..
         } = parse(&inv.params).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (rank, world) = (inv.rank as usize, inv.world_size as usize);
         let device = stage::device(train.device, world, rank)?;
@@ -130,6 +168,11 @@ impl Plugin for Sft {
         let from = resume
             .as_ref()
             .map_or(base.to_path_buf(), |(dir, _)| dir.join("model"));
+        // The expected architecture is the input's, before ChatML grows the vocabulary; a
+        // checkpoint of this stage has grown already.
+        if let (Some(expected), None) = (&expected, &resume) {
+            leo_train::expected::check_expected_config(&inv.stage, expected, base)?;
+        }
         let mut tokenizer = Tokenizer::from_file(&from.join("tokenizer.json"))
             .with_context(|| format!("the tokenizer of {}", from.display()))?;
         let added = tokenizer.add_chatml_tokens()?;

@@ -1,10 +1,12 @@
 //! One function per subcommand. Exit codes: 0 ok, 1 a run or command failed, 2 bad input
 //! (invalid workflow, unknown run), 130 cancelled.
 
+mod cost;
 mod inspect;
 mod lineage;
 mod lineage_export;
 mod metrics;
+mod report;
 mod run;
 pub mod serve;
 mod upkeep;
@@ -41,7 +43,13 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Resume { run, machine, json } => run::resume(state, &run, machine, json).await,
             Command::Status { run, json } => inspect::status(state, run.as_deref(), json).await,
             Command::List { limit, json } => inspect::list(state, limit, json).await,
-            Command::Plan { file, store, json } => run::plan(state, &file, store, json).await,
+            Command::Plan {
+                file,
+                store,
+                json,
+                mfu,
+                gpu,
+            } => run::plan(state, &file, store, json, &gpu, mfu).await,
             Command::Validate { file } => run::validate(&file),
             Command::Graph { file, format } => run::graph(&file, format),
             Command::Logs {
@@ -71,6 +79,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 format,
                 out,
             } => metrics::metrics(state, &run, stage.as_deref(), format, out.as_deref()).await,
+            Command::Report { run, out } => report::report(state, &run, out.as_deref()).await,
             Command::Serve(args) => serve::serve(state, args).await,
             Command::Worker { .. } => unreachable!("handled above"),
         };

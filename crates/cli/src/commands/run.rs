@@ -207,7 +207,10 @@ pub async fn plan(
     file: &Path,
     store: Option<String>,
     json: bool,
+    gpu: &str,
+    mfu: f64,
 ) -> Result<ExitCode> {
+    let hardware = leo_engine::Hardware::new(gpu, mfu).map_err(anyhow::Error::msg)?;
     let checked = load_checked(file)?;
     let state_loc = state_location(state_flag, Some(&checked.workflow));
     let store_loc = store
@@ -216,7 +219,9 @@ pub async fn plan(
     let store = ArtifactStore::open(&store_loc)?;
     let state = State::open(&state_loc).await?;
     let entries = leo_engine::plan(&checked, &state, &store).await?;
+    let cost = leo_engine::estimate(&checked, &hardware);
     if json {
+        let entries = super::cost::with_estimates(serde_json::to_value(&entries)?, &cost);
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -244,5 +249,6 @@ pub async fn plan(
         }
     }
     println!("{} to run, {} cached", runs, entries.len() - runs);
+    super::cost::print(&cost);
     Ok(ExitCode::SUCCESS)
 }

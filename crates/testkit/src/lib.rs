@@ -4,12 +4,15 @@
 //!   free port; [`Postgres::database`] makes a fresh database per test.
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`) over a temp folder, with one bucket.
 //! - [`FaultyProxy`]: an HTTP proxy that fails a share of requests (500/503, resets, delays).
+//! - [`FakeHub`]: a Hugging Face Hub in the Hub's URL layout, with an LFS host beside it.
 
 mod faulty_proxy;
+mod hub;
 mod postgres;
 mod s3;
 
 pub use faulty_proxy::{FaultCounts, FaultyProxy};
+pub use hub::{FakeHub, HubFile, HubHost, HubRepo, HubRequest};
 pub use postgres::Postgres;
 pub use s3::{S3Server, BUCKET};
 

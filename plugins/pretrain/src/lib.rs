@@ -381,6 +381,59 @@ mod tests {
         assert_eq!(e.tokens, None);
     }
 
+    /// The expected architecture is checked against the input checkpoint before its weights
+    /// load: a 13B-shaped workflow pointed at a 7B checkpoint fails at once, naming the field.
+    #[test]
+    fn a_checkpoint_of_another_shape_fails_naming_the_field_before_weights_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = tmp.path().join("llama-2-7b");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        // Only the config: were the weights read first, the error would be about them.
+        std::fs::write(
+            ckpt.join("config.json"),
+            r#"{"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+                "num_hidden_layers": 32, "num_attention_heads": 32, "rms_norm_eps": 1e-05}"#,
+        )
+        .unwrap();
+        let params = |hidden: i64| {
+            json!({"seq_len": 16, "device": "cpu",
+                   "model": {"vocab_size": 32000, "hidden_size": hidden, "num_hidden_layers": 32,
+                             "intermediate_size": 11008, "num_attention_heads": 32}})
+        };
+        // From JSON, as the engine hands it over (fields added later keep their defaults).
+        let inv = |params: Value| -> Invocation {
+            serde_json::from_value(json!({
+                "protocol": leo_plugin::PROTOCOL_VERSION, "run_id": "test", "stage": "pretrain",
+                "attempt": 1, "plugin": "pretrain", "params": params,
+                "inputs": {"model": {"digest": "sha256:test", "path": ckpt}},
+                "outputs": ["model"], "output_dir": tmp.path().join("out"),
+                "checkpoint_dir": tmp.path().join("ckpt"), "resume_from": null,
+                "work_dir": tmp.path(), "rank": 0, "world_size": 1, "rendezvous": null,
+            }))
+            .unwrap()
+        };
+        let e = format!(
+            "{:#}",
+            Pretrain
+                .run(&inv(params(5120)), &Emitter::new())
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("stage pretrain: params.model.hidden_size: the workflow expects 5120"),
+            "{e}"
+        );
+        assert!(e.contains("has 4096"), "{e}");
+        // The right shape passes the check and goes on to load the (missing) weights.
+        let e = format!(
+            "{:#}",
+            Pretrain
+                .run(&inv(params(4096)), &Emitter::new())
+                .unwrap_err()
+        );
+        assert!(!e.contains("params.model"), "{e}");
+        assert!(e.contains("loading the input model"), "{e}");
+    }
+
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field(json!({})), "");

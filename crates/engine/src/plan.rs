@@ -44,7 +44,7 @@ pub async fn plan(
 ) -> Result<Vec<PlanEntry>> {
     let previous = previous_payloads(checked, state).await?;
     let mut done: HashMap<String, DoneStage> = HashMap::new();
-    let mut externals = Externals::new(state);
+    let mut externals = Externals::for_plan(state);
     let mut entries = Vec::new();
     for name in checked.dag.topo_order() {
         let deps = checked.dag.dependencies(name);

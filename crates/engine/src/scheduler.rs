@@ -33,39 +33,76 @@ pub(crate) struct DoneStage {
 pub(crate) struct ResolvedInput {
     pub name: String,
     pub digest: String,
-    /// For external inputs: the URI and the local path to hand to the plugin.
+    /// For external inputs: the URI to record (an `hf://` one at its commit) and the local path
+    /// to hand to the plugin.
     pub external: Option<(String, PathBuf)>,
 }
 
 /// Digests of external inputs: computed once per process, and reused across runs while the
 /// files' stat signature is unchanged (raw corpora are large; hashing them every run is not).
+/// `hf://` inputs are first resolved into the Hugging Face cache (downloaded, unless this is
+/// only a plan), then digested like local files.
 pub(crate) struct Externals {
-    digests: HashMap<String, (String, PathBuf)>,
+    digests: HashMap<String, External>,
     state: State,
+    /// Whether `hf://` inputs may be downloaded (a run) or only looked up (`leo plan`).
+    download: bool,
+    /// Made on the first `hf://` input, from the environment (`HF_ENDPOINT`, `HF_TOKEN`, …).
+    hub: Option<Arc<leo_hub::Hub>>,
 }
 
+/// An external input, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct External {
+    pub digest: String,
+    /// Where the plugin reads it.
+    pub path: PathBuf,
+    /// The URI the lineage records: as written for `file://`, at its commit for `hf://`.
+    pub recorded_uri: String,
+}
+
+/// How long `leo plan` waits for the Hub before it says why it cannot tell.
+const PLAN_HUB_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Externals {
+    /// For a run: `hf://` inputs are downloaded.
     pub fn new(state: &State) -> Externals {
         Externals {
             digests: HashMap::new(),
             state: state.clone(),
+            download: true,
+            hub: None,
         }
     }
 
-    pub async fn digest(&mut self, uri: &str) -> Result<(String, PathBuf)> {
+    /// For `leo plan`: nothing is downloaded; an `hf://` input whose snapshot is not complete
+    /// in the cache is an error that says so (the plan shows it as the stage's reason).
+    pub fn for_plan(state: &State) -> Externals {
+        Externals {
+            download: false,
+            ..Externals::new(state)
+        }
+    }
+
+    pub async fn digest(&mut self, uri: &str) -> Result<External> {
         if let Some(d) = self.digests.get(uri) {
             return Ok(d.clone());
         }
-        let Some(path) = uri.strip_prefix("file://") else {
-            bail!("input `{uri}`: only file:// inputs are supported so far");
+        let (path, recorded_uri) = if uri.starts_with("hf://") {
+            self.hf_snapshot(uri).await?
+        } else if let Some(path) = uri.strip_prefix("file://") {
+            (PathBuf::from(percent_decode(path)), uri.to_string())
+        } else {
+            bail!("input `{uri}`: only file:// and hf:// inputs are supported so far");
         };
-        let path = PathBuf::from(percent_decode(path));
+        // Keyed by the recorded URI: a pinned hf:// URI names bytes that never change.
+        let key = recorded_uri.clone();
         let p = path.clone();
         let signature = tokio::task::spawn_blocking(move || leo_store::stat_signature(&p))
             .await?
             .with_context(|| format!("reading input {uri}"))?;
         let known = match &signature {
-            Some(sig) => self.state.external_digest(uri, sig).await?,
+            Some(sig) => self.state.external_digest(&key, sig).await?,
             None => None,
         };
         let digest = match known {
@@ -76,14 +113,55 @@ impl Externals {
                     .await?
                     .with_context(|| format!("reading input {uri}"))?;
                 if let Some(sig) = &signature {
-                    self.state.record_external_digest(uri, sig, &digest).await?;
+                    self.state
+                        .record_external_digest(&key, sig, &digest)
+                        .await?;
                 }
                 digest
             }
         };
-        self.digests
-            .insert(uri.to_string(), (digest.clone(), path.clone()));
-        Ok((digest, path))
+        let external = External {
+            digest,
+            path,
+            recorded_uri,
+        };
+        self.digests.insert(uri.to_string(), external.clone());
+        Ok(external)
+    }
+
+    /// The snapshot path of an `hf://` input and its URI at the resolved commit.
+    async fn hf_snapshot(&mut self, uri: &str) -> Result<(PathBuf, String)> {
+        let parsed = leo_hub::HfUri::parse(uri)?;
+        let hub = match &self.hub {
+            Some(h) => h.clone(),
+            None => {
+                let mut settings = leo_hub::HubSettings::from_env();
+                if !self.download {
+                    settings.api_timeout = PLAN_HUB_TIMEOUT;
+                    settings.retries = 0;
+                }
+                let hub = Arc::new(leo_hub::Hub::new(settings)?);
+                self.hub = Some(hub.clone());
+                hub
+            }
+        };
+        let resolved = if self.download {
+            hub.resolve(&parsed).await?
+        } else {
+            match hub.status(&parsed).await? {
+                leo_hub::CacheStatus::Complete(r) => r,
+                leo_hub::CacheStatus::Missing { missing, total, .. } => {
+                    let files = if total == 1 { "file" } else { "files" };
+                    if missing == total {
+                        bail!("input {uri} is not downloaded yet ({total} {files})");
+                    }
+                    bail!(
+                        "input {uri} is not downloaded yet ({missing} of {total} {files} missing)"
+                    );
+                }
+            }
+        };
+        Ok((resolved.local_path.clone(), resolved.pinned_uri()))
     }
 }
 
@@ -136,14 +214,14 @@ pub(crate) async fn fingerprint_stage(
                 }
             }
             InputRef::External { uri } => {
-                let (digest, path) = externals
+                let external = externals
                     .digest(uri)
                     .await
                     .with_context(|| format!("stage {stage}"))?;
                 ResolvedInput {
                     name: name.clone(),
-                    digest,
-                    external: Some((uri.clone(), path)),
+                    digest: external.digest,
+                    external: Some((external.recorded_uri, external.path)),
                 }
             }
         };

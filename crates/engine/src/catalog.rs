@@ -21,6 +21,9 @@ pub struct PluginInfo {
     pub command: Vec<OsString>,
     /// Runs as `leo worker` (which ties its life to the engine itself).
     pub builtin: bool,
+    /// The plugin asked for a run context in its invocations (`run_context.json`). Not part of
+    /// the fingerprint, so asking for it changes no stage's cache key.
+    pub wants_run_context: bool,
     /// What the stage will cost, as the plugin estimated it from the params (`leo plan`).
     pub estimate: Option<leo_plugin::Estimate>,
 }
@@ -109,6 +112,7 @@ impl Catalog {
                     outputs,
                     command: vec![self.leo_exe.clone().into(), "worker".into(), name.into()],
                     builtin: true,
+                    wants_run_context: p.wants_run_context(),
                     estimate: p.estimate(params),
                 })
             }
@@ -136,6 +140,7 @@ fn describe_exec(path: &str, params: &Value) -> Result<PluginInfo, DescribeError
         outputs: reply.outputs,
         command: vec![exe.into_os_string(), "run".into()],
         builtin: false,
+        wants_run_context: reply.wants_run_context,
         estimate: reply.estimate,
     })
 }
@@ -166,6 +171,7 @@ fn describe_companion(
         command: vec![exe.into_os_string(), "worker".into(), name.into()],
         // Like `leo worker`, the companion ties its life to the engine itself (LEO_ENGINE_PID).
         builtin: true,
+        wants_run_context: reply.wants_run_context,
         estimate: reply.estimate,
     })
 }
@@ -322,6 +328,7 @@ mod tests {
                 outputs: vec!["pretrain-model".into()],
                 command: vec![beside.into_os_string(), "worker".into(), "pretrain".into()],
                 builtin: true,
+                wants_run_context: false,
                 estimate: None,
             }
         );

@@ -87,6 +87,7 @@ mod tests {
             outputs: vec![],
             command: vec![],
             builtin: true,
+            wants_run_context: false,
             estimate: None,
         }
     }

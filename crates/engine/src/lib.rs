@@ -5,6 +5,7 @@
 mod attempt;
 mod catalog;
 mod check;
+mod context;
 mod estimate;
 mod fingerprint;
 mod observer;
@@ -18,6 +19,7 @@ mod secrets;
 pub use attempt::{format_duration, kill_all_attempts};
 pub use catalog::{Catalog, DescribeError, PluginInfo};
 pub use check::{check, check_stored, Checked};
+pub use context::{run_context, upstream};
 pub use estimate::{estimate, CostEstimate, Hardware, StageCost, GPU_PEAKS};
 pub use fingerprint::{diff_fields, Fingerprint};
 pub use observer::{EngineEvent, Observer};

@@ -19,6 +19,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod context;
+pub use context::*;
 pub mod estimate;
 pub use estimate::{Estimate, StorageItem};
 
@@ -59,6 +61,11 @@ pub struct Invocation {
     pub world_size: u32,
     /// `host:port` for multi-process stages to rendezvous; none for single-process stages.
     pub rendezvous: Option<String>,
+    /// For plugins that asked for it (`wants_run_context`): a JSON file ([`RunContext`]) the
+    /// engine wrote with what the state knows about the run and this stage's upstream stages,
+    /// since plugins never read the database themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_context: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +162,10 @@ pub struct DescribeReply {
     #[serde(default)]
     pub version: Option<String>,
     pub outputs: Vec<String>,
+    /// Asks the engine for a `run_context.json` ([`RunContext`]) in each invocation. Not part
+    /// of the fingerprint; absent (false) for every plugin that does not ask.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wants_run_context: bool,
     /// What the stage will cost (`leo plan`), computed from the params alone; optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
@@ -184,6 +195,10 @@ pub trait Plugin: Send + Sync {
     /// not read inputs or the network: plan runs before anything is fetched.
     fn estimate(&self, _params: &Value) -> Option<Estimate> {
         None
+    }
+    /// Whether each invocation should carry a [`RunContext`] (see [`DescribeReply`]).
+    fn wants_run_context(&self) -> bool {
+        false
     }
     /// Runs one attempt. Errors make the attempt fail (exit code 1).
     fn run(&self, invocation: &Invocation, events: &Emitter) -> anyhow::Result<()>;

@@ -83,6 +83,7 @@ fn describe(name: &str) -> ExitCode {
         Ok(plugin.describe(&params).map(|outputs| DescribeReply {
             version: Some(plugin.version()),
             outputs,
+            wants_run_context: plugin.wants_run_context(),
             estimate: plugin.estimate(&params),
         }))
     })();

@@ -46,6 +46,7 @@ fn invocation(root: &Path, stage: &str, params: Value, inputs: &[(&str, &Path)])
         rank: 0,
         world_size: 1,
         rendezvous: None,
+        run_context: None,
     }
 }
 

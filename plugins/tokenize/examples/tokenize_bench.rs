@@ -94,6 +94,7 @@ fn main() -> Result<()> {
         rank: 0,
         world_size: 1,
         rendezvous: None,
+        run_context: None,
     };
     let start = Instant::now();
     Tokenize.run(&inv, &Emitter::new())?;

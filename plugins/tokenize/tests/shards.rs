@@ -43,6 +43,7 @@ fn invocation(dir: &Path, documents: &Path, tokenizer: &Path, params: Value) -> 
         rank: 0,
         world_size: 1,
         rendezvous: None,
+        run_context: None,
     }
 }
 

@@ -173,6 +173,11 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     } else {
         None
     };
+    let run_context = if plugin.wants_run_context {
+        Some(write_run_context(&spec, work).await?)
+    } else {
+        None
+    };
     let mut invocations = Vec::new();
     for rank in 0..world_size {
         let invocation = Invocation {
@@ -191,6 +196,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             rank,
             world_size,
             rendezvous: rendezvous.clone(),
+            run_context: run_context.clone(),
         };
         let path = work.join(invocation_file(rank));
         std::fs::write(&path, serde_json::to_vec_pretty(&invocation)?)
@@ -380,6 +386,19 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         }
     }
     Ok(outcome)
+}
+
+/// Writes the run context of the stage's upstream stages into the work folder, for a plugin
+/// that asked for it: plugins never read the state themselves.
+async fn write_run_context(spec: &AttemptSpec, work: &Path) -> Result<PathBuf> {
+    let upstream = crate::context::upstream(&spec.checked.dag, &spec.stage);
+    let context = crate::context::run_context(&spec.state, &spec.run_id, Some(&upstream))
+        .await
+        .with_context(|| format!("stage {}: building its run context", spec.stage))?;
+    let path = work.join(leo_plugin::RUN_CONTEXT_FILE);
+    std::fs::write(&path, serde_json::to_vec_pretty(&context)?)
+        .with_context(|| format!("stage {}: writing {}", spec.stage, path.display()))?;
+    Ok(path)
 }
 
 /// The invocation file of a rank: `invocation.json` for rank 0 (the only one of a

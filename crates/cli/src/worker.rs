@@ -11,6 +11,7 @@ use leo_plugin::{Emitter, Invocation, Plugin};
 pub fn builtins() -> Vec<Arc<dyn Plugin>> {
     vec![
         Arc::new(leo_plugin_shell::Shell),
+        Arc::new(leo_report::Report),
         Arc::new(leo_plugin_corpus::Corpus),
         Arc::new(leo_plugin_tokenize::Tokenize),
         Arc::new(leo_plugin_tokenize::train::TrainTokenizer),

@@ -100,3 +100,124 @@ fn an_hf_dataset_folder_is_planned_without_downloading_then_downloaded_read_and_
         "{lineage}"
     );
 }
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_gated_model_needs_hf_token_which_ends_up_in_no_file_of_the_run() {
+    const TOKEN: &str = "hf_e2eGatedTokenDoNotLeak";
+    let sb = Sandbox::new();
+    let repo = HubRepo::new("models", "meta-llama/Llama-tiny")
+        .gated(TOKEN)
+        .file("config.json", "{\"dim\": 8}\n")
+        .lfs_file("model.safetensors", vec![7u8; 50_000]);
+    let hub = FakeHub::start(vec![repo]).expect("a Hub on loopback");
+    let cache = sb.path().join("hf-cache");
+    sb.write(
+        "gated.toml",
+        "[workflow]\nname = \"gated\"\n[stages.read]\nplugin = \"shell\"\n\
+         inputs = { model = \"hf://meta-llama/Llama-tiny\" }\n\
+         params = { run = \"wc -c < $LEO_INPUT_MODEL/model.safetensors > $LEO_OUTPUT_OUT/size\", outputs = [\"out\"] }\n",
+    );
+
+    // Without a token the run fails and says what to do.
+    let failed = leo_with_hub(&sb, &hub, &cache, &["run", "gated.toml"]);
+    assert!(!failed.status.success());
+    let said = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&failed.stdout),
+        String::from_utf8_lossy(&failed.stderr),
+        sb.status(None)
+    );
+    let expected = format!(
+        "hf://meta-llama/Llama-tiny is a gated repository: accept its conditions at {}/meta-llama/Llama-tiny (logged in), then set HF_TOKEN",
+        hub.endpoint()
+    );
+    assert!(said.contains(&expected), "{said}");
+
+    // With it, the run succeeds; the token went to the endpoint only and is in no file.
+    let out = sb
+        .cmd(&["run", "gated.toml"])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HOME", sb.path().join("hf-home"))
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .expect("run leo");
+    ok(&["run", "gated.toml"], out);
+    let size = artifact_files(&sb, &output_digest(&sb.status(None), "read", "out"));
+    assert_eq!(size["size"].as_str().map(str::trim), Some("50000"));
+    assert!(hub
+        .requests()
+        .iter()
+        .filter(|r| r.host == HubHost::Lfs)
+        .all(|r| r.authorization.is_none()));
+    let leaks = files_holding(sb.path(), TOKEN.as_bytes());
+    assert!(leaks.is_empty(), "the token is in {leaks:?}");
+    if let Some(dump) = sb.dump_state() {
+        assert!(!dump.contains(TOKEN), "the token is in the state");
+    }
+    if team_storage() {
+        let leaks = files_holding(&sb.store_root(), TOKEN.as_bytes());
+        assert!(leaks.is_empty(), "the token is in {leaks:?}");
+    }
+}
+
+#[test]
+fn leo_plan_offline_or_without_a_reachable_hub_says_the_input_is_not_cached() {
+    let sb = Sandbox::new();
+    let cache = sb.path().join("hf-cache");
+    sb.write(
+        "hf.toml",
+        "[workflow]\nname = \"hf\"\n[stages.read]\nplugin = \"shell\"\n\
+         inputs = { data = \"hf://datasets/LeoLM/tiny-de@v1/de\" }\n\
+         params = { run = \"ls $LEO_INPUT_DATA > $LEO_OUTPUT_OUT/files\", outputs = [\"out\"] }\n",
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let endpoint = format!("http://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    let plan = |offline: bool| {
+        let mut cmd = sb.cmd(&["plan", "hf.toml"]);
+        cmd.env("HF_ENDPOINT", &endpoint)
+            .env("HF_HUB_CACHE", &cache)
+            .env_remove("HF_TOKEN");
+        if offline {
+            cmd.env("HF_HUB_OFFLINE", "1");
+        } else {
+            cmd.env_remove("HF_HUB_OFFLINE");
+        }
+        ok(&["plan", "hf.toml"], cmd.output().expect("run leo"))
+    };
+    let offline = plan(true);
+    assert!(
+        offline.contains("hf://datasets/LeoLM/tiny-de@v1/de is not cached")
+            && offline.contains("HF_HUB_OFFLINE"),
+        "{offline}"
+    );
+    let unreachable = plan(false);
+    assert!(
+        unreachable.contains("is not cached") && unreachable.contains("could not be reached"),
+        "{unreachable}"
+    );
+}

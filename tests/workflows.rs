@@ -245,6 +245,19 @@ fn every_real_workflow_validates_and_plans_with_leolm_costs() {
         "{row}: GPU-hours {printed} expected"
     );
 
+    // The bilingual chat file reuses the 13B file's stage 2 from the cache (docs/workflows.md):
+    // everything from [vars] to the sft stage, params and inputs included, is the same text.
+    let upstream_of_sft = |name: &str| {
+        let text = std::fs::read_to_string(repo_root().join("workflows").join(name)).unwrap();
+        let from = text.find("[vars]").expect("[vars]");
+        let to = text.find("[stages.sft]").expect("[stages.sft]");
+        text[from..to].to_string()
+    };
+    assert_eq!(
+        upstream_of_sft("leolm-13b-chat-bilingual.toml"),
+        upstream_of_sft("leolm-13b.toml")
+    );
+
     // A bad MFU is the user's error, before anything is opened.
     let out = offline(&sb, &["plan", path, "--mfu", "0"])
         .output()

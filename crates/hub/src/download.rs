@@ -33,6 +33,27 @@ pub(crate) async fn fetch(
     f: &Fetch<'_>,
 ) -> Result<(), HubError> {
     let partial = PathBuf::from(format!("{}.incomplete", f.blob.display()));
+    let resumed = tokio::fs::metadata(&partial)
+        .await
+        .is_ok_and(|m| m.len() > 0);
+    match fetch_once(http, settings, target, f).await {
+        // A partial file left by someone else, or a corrupt one, is no prefix of the blob: it
+        // has been removed, so one more pass starts from the first byte.
+        Err(e @ HubError::Integrity { .. }) if resumed => {
+            tracing::warn!("{e}; downloading {} again from the start", f.file);
+            fetch_once(http, settings, target, f).await
+        }
+        other => other,
+    }
+}
+
+async fn fetch_once(
+    http: &Http,
+    settings: &HubSettings,
+    target: &Target<'_>,
+    f: &Fetch<'_>,
+) -> Result<(), HubError> {
+    let partial = PathBuf::from(format!("{}.incomplete", f.blob.display()));
     let sha256 = is_sha256(f.etag);
     // What is already there (from an earlier, cut transfer), hashed once so the check at the
     // end needs no second pass over a large file.
@@ -117,18 +138,16 @@ async fn transfer(
     let mut response = http
         .send(Method::GET, f.url.clone(), Some(*have), None, false)
         .await?;
-    let status = response.status();
-    if status == StatusCode::RANGE_NOT_SATISFIABLE && *have > 0 {
-        // The partial file is no prefix of this blob: start over.
+    if response.status() == StatusCode::RANGE_NOT_SATISFIABLE && *have > 0 {
+        // The partial file is no prefix of this blob (it is as long or longer): start over.
         *have = 0;
         *hasher = Sha256::new();
         truncate(partial).await?;
-        return Err(HubError::Status {
-            url: crate::http::redact(response.url()),
-            status: status.as_u16(),
-            message: Some("range not satisfiable; starting over".into()),
-        });
+        response = http
+            .send(Method::GET, f.url.clone(), None, None, false)
+            .await?;
     }
+    let status = response.status();
     if !status.is_success() {
         return Err(http.error_of(response, target).await);
     }

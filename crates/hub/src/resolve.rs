@@ -308,10 +308,12 @@ impl Hub {
                 why: format!("asked for {file} at {commit}, the Hub answered for {c}"),
             });
         }
+        // Where the bytes are: where the answer redirects to (an LFS file), else the URL that
+        // answered (after any redirects within the endpoint, e.g. of a renamed repository).
         let location = if status.is_redirection() {
-            header("location").and_then(|l| url.join(&l).ok())
+            header("location").and_then(|l| head.url().join(&l).ok())
         } else {
-            None
+            Some(head.url().clone())
         };
         let blob = cache.blob(&etag);
         let lock = {

@@ -396,3 +396,24 @@ async fn status_downloads_nothing_and_an_unreachable_hub_falls_back_to_the_cache
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_partial_file_that_is_no_prefix_of_the_blob_is_downloaded_again() {
+    let server = FakeHub::start(vec![model()]).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let etag = HubRepo::etag(&model().files[2]);
+    let blobs = cache.path().join("models--LeoLM--tiny-llama/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // As long as a prefix, but other bytes; and one as long as the whole file.
+    for len in [1000, weights().len()] {
+        std::fs::write(blobs.join(format!("{etag}.incomplete")), vec![0u8; len]).unwrap();
+        let r = Hub::new(settings(&server, cache.path()))
+            .unwrap()
+            .resolve(&uri("hf://LeoLM/tiny-llama/model.safetensors"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&r.local_path).unwrap(), weights());
+        std::fs::remove_dir_all(cache.path()).unwrap();
+        std::fs::create_dir_all(&blobs).unwrap();
+    }
+}

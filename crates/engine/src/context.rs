@@ -242,3 +242,70 @@ async fn origin_attempt(
         .into_iter()
         .rfind(|a| a.stage == stage && a.status == AttemptStatus::Succeeded))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::catalog::PluginInfo;
+    use crate::fingerprint::Fingerprint;
+
+    #[test]
+    fn upstream_follows_inputs_and_needs_transitively_and_nothing_else() {
+        let text = r#"
+[workflow]
+name = "u"
+[stages.a]
+plugin = "shell"
+params = { run = "true", outputs = ["x"] }
+[stages.b]
+plugin = "shell"
+inputs = { x = "a.x" }
+params = { run = "true", outputs = ["y"] }
+[stages.side]
+plugin = "shell"
+params = { run = "true" }
+[stages.c]
+plugin = "shell"
+needs = ["side"]
+inputs = { y = "b.y" }
+params = { run = "true" }
+[stages.after]
+plugin = "shell"
+needs = ["c"]
+params = { run = "true" }
+"#;
+        let loaded = leo_spec::load_str(Path::new("u.toml"), text.to_string()).unwrap();
+        let names = |s: &str| upstream(&loaded.dag, s).into_iter().collect::<Vec<_>>();
+        assert_eq!(names("c"), ["a", "b", "side"]);
+        assert_eq!(names("after"), ["a", "b", "c", "side"]);
+        assert!(names("a").is_empty());
+    }
+
+    #[test]
+    fn asking_for_a_run_context_changes_no_fingerprint() {
+        let info = |wants_run_context| PluginInfo {
+            name: "report".into(),
+            version: "1".into(),
+            outputs: vec!["report".into()],
+            command: vec![],
+            builtin: true,
+            wants_run_context,
+            estimate: None,
+        };
+        let inputs = BTreeMap::from([("x".to_string(), "sha256:aa".to_string())]);
+        let fp = |i: &PluginInfo| {
+            Fingerprint::compute(
+                i,
+                &serde_json::json!({}),
+                &BTreeMap::new(),
+                &inputs,
+                &BTreeMap::new(),
+            )
+            .hash
+        };
+        assert_eq!(fp(&info(true)), fp(&info(false)));
+    }
+}

@@ -130,7 +130,16 @@ fn header(h: &mut String, data: &ReportData) {
         ("run", format!("<code>{}</code>", esc(&run.id))),
         (
             "status",
-            format!("<span class=\"status-{0}\">{0}</span>", esc(&run.status)),
+            format!(
+                "<span class=\"status-{0}\">{0}</span>{1}",
+                esc(&run.status),
+                // A report stage reports while its run is still going.
+                if run.status == "running" {
+                    " <span class=\"note\">(when this report was made)</span>"
+                } else {
+                    ""
+                }
+            ),
         ),
         ("started", esc(&time(run.started_at))),
         ("ended", esc(&ended)),

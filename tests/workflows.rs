@@ -136,7 +136,9 @@ fn every_real_workflow_validates_and_plans_with_leolm_costs() {
     for file in &files {
         let path = file.to_str().unwrap();
         let stages = declared_stages(file);
-        for s in ["corpus", "tokenize", "pretrain", "sft", "eval", "mtbench"] {
+        for s in [
+            "corpus", "tokenize", "pretrain", "sft", "eval", "mtbench", "report",
+        ] {
             assert!(stages.iter().any(|n| n == s), "{path}: no stage {s}");
         }
         let out = ok(

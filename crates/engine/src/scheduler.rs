@@ -112,6 +112,16 @@ impl Externals {
                 let (digest, _) = tokio::task::spawn_blocking(move || leo_store::digest_path(&p))
                     .await?
                     .with_context(|| format!("reading input {uri}"))?;
+                let mut signature = signature;
+                if signature.is_none() && uri.starts_with("hf://") {
+                    // Just downloaded, so too young to trust its signature. Blobs are written
+                    // once and renamed into place, never changed: the signature after hashing
+                    // (seconds, for a model) holds, and the model is not hashed again next run.
+                    let p = path.clone();
+                    signature = tokio::task::spawn_blocking(move || leo_store::stat_signature(&p))
+                        .await?
+                        .with_context(|| format!("reading input {uri}"))?;
+                }
                 if let Some(sig) = &signature {
                     self.state
                         .record_external_digest(&key, sig, &digest)

@@ -85,7 +85,9 @@ impl HubSettings {
             token,
             cache_dir,
             offline,
-            api_timeout: Duration::from_secs(10),
+            // The revision API lists every file: large dataset repositories answer with
+            // megabytes of JSON, so this is no 10 s etag-request limit.
+            api_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             retries: 5,
             retry_backoff: Duration::from_millis(500),

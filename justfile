@@ -13,11 +13,26 @@ default:
 build:
     cargo build --locked -p leo-cli
 
-# Run the demo workflow (workflows/demo.toml) on this machine; run it again and everything is cached
-demo: build
-    {{leo}} run workflows/demo.toml
+# Run LeoLM in miniature (workflows/leolm-tiny.toml) on this machine's CPU: corpus prep, a BPE,
+# an English base model, German stage 2 with RoPE x2, German SFT, evaluation and the report.
+# Installs libtorch (a Python venv) when missing; run it again and everything is cached.
+demo:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(tools/torch-env.sh)"
+    cargo build --locked -p leo-cli -p leo-torch
+    {{leo}} run workflows/leolm-tiny.toml
     {{leo}} status
-    {{leo}} logs latest report
+    echo "the report: $({{leo}} report latest)"
+
+# SIGKILL the demo at five moments, `leo resume` each time, and check that the final eval
+# numbers equal an uninterrupted run's (six demo runs: about 6x the demo's time)
+chaos *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    eval "$(tools/torch-env.sh)"
+    cargo build --locked -p leo-cli -p leo-torch
+    python3 tools/chaos.py --leo "{{leo}}" {{args}}
 
 # Set up libtorch (a Python venv with torch 2.11.0 and the conformance peers); idempotent
 torch:

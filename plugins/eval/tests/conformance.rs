@@ -5,7 +5,7 @@
 //! leo's results JSON must load in lm-eval's own table code.
 //!
 //! lm-eval recomputes the whole context for every choice, so the documents are a subset (the
-//! first 12 ARC-DE test questions, the first 30 TruthfulQA-DE ones, the first question of each
+//! first 12 ARC-DE test questions, the first 10 TruthfulQA-DE ones, the first question of each
 //! of the 57 MMLU-DE subjects, and a held-out German text as bits per byte) with the full
 //! few-shot splits; `just bench eval` runs more. Both sides read the same files.
 
@@ -54,7 +54,7 @@ fn datasets(shared: &Path, root: &Path) -> Vec<(&'static str, PathBuf)> {
     let tqa = root.join("data/truthfulqa_de");
     write(
         &tqa.join("validation.jsonl"),
-        &lines(&gb.join("truthfulqa_de/validation.jsonl"))[..30],
+        &lines(&gb.join("truthfulqa_de/validation.jsonl"))[..10],
     );
     let mmlu = root.join("data/mmlu_de");
     let mut seen = std::collections::BTreeSet::new();
@@ -234,7 +234,7 @@ fn every_item_and_metric_equals_lm_evals() {
     );
     let summary: Value =
         serde_json::from_str(report.lines().last().expect("summary")).expect("json");
-    // 12 ARC + 30 TruthfulQA + 57 MMLU + 26 texts, all compared.
-    assert_eq!(summary["items"], 125, "{report}");
+    // 12 ARC + 10 TruthfulQA + 57 MMLU + 26 texts, all compared.
+    assert_eq!(summary["items"], 105, "{report}");
     eprintln!("{report}");
 }

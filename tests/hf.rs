@@ -21,17 +21,6 @@ fn leo_with_hub(sb: &Sandbox, hub: &FakeHub, cache: &Path, args: &[&str]) -> Out
         .expect("run leo")
 }
 
-fn ok(args: &[&str], out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "leo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn an_hf_dataset_folder_is_planned_without_downloading_then_downloaded_read_and_recorded() {
     let sb = Sandbox::new();
@@ -53,7 +42,7 @@ fn an_hf_dataset_folder_is_planned_without_downloading_then_downloaded_read_and_
     );
 
     let args = ["plan", "hf.toml"];
-    let plan = ok(&args, leo_with_hub(&sb, &hub, &cache, &args));
+    let plan = succeeded(&args, leo_with_hub(&sb, &hub, &cache, &args));
     assert!(
         plan.contains("input hf://datasets/LeoLM/tiny-de/de is not downloaded yet (2 files)"),
         "{plan}"
@@ -68,7 +57,7 @@ fn an_hf_dataset_folder_is_planned_without_downloading_then_downloaded_read_and_
     assert!(!cache.join("datasets--LeoLM--tiny-de/snapshots").exists());
 
     let args = ["run", "hf.toml"];
-    ok(&args, leo_with_hub(&sb, &hub, &cache, &args));
+    succeeded(&args, leo_with_hub(&sb, &hub, &cache, &args));
     let status = sb.status(None);
     let out = output_digest(&status, "read", "out");
     let files = artifact_files(&sb, &out);
@@ -89,12 +78,12 @@ fn an_hf_dataset_folder_is_planned_without_downloading_then_downloaded_read_and_
     // Planned again: cached, and still no file requested a second time.
     let before = fetched(&hub);
     let args = ["plan", "hf.toml"];
-    let plan = ok(&args, leo_with_hub(&sb, &hub, &cache, &args));
+    let plan = succeeded(&args, leo_with_hub(&sb, &hub, &cache, &args));
     assert!(plan.contains("cached"), "{plan}");
     assert_eq!(fetched(&hub), before);
 
     let args = ["lineage", &out];
-    let lineage = ok(&args, leo_with_hub(&sb, &hub, &cache, &args));
+    let lineage = succeeded(&args, leo_with_hub(&sb, &hub, &cache, &args));
     assert!(
         lineage.contains(&format!("hf://datasets/LeoLM/tiny-de@{commit}/de")),
         "{lineage}"
@@ -165,7 +154,7 @@ fn a_gated_model_needs_hf_token_which_ends_up_in_no_file_of_the_run() {
         .env("HF_TOKEN", TOKEN)
         .output()
         .expect("run leo");
-    ok(&["run", "gated.toml"], out);
+    succeeded(&["run", "gated.toml"], out);
     let size = artifact_files(&sb, &output_digest(&sb.status(None), "read", "out"));
     assert_eq!(size["size"].as_str().map(str::trim), Some("50000"));
     assert!(hub
@@ -207,7 +196,7 @@ fn leo_plan_offline_or_without_a_reachable_hub_says_the_input_is_not_cached() {
         } else {
             cmd.env_remove("HF_HUB_OFFLINE");
         }
-        ok(&["plan", "hf.toml"], cmd.output().expect("run leo"))
+        succeeded(&["plan", "hf.toml"], cmd.output().expect("run leo"))
     };
     let offline = plan(true);
     assert!(

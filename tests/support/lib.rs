@@ -164,15 +164,7 @@ impl Sandbox {
 
     /// Runs leo, asserting success, and returns stdout.
     pub fn leo_ok(&self, args: &[&str]) -> String {
-        let out = self.leo(args);
-        assert!(
-            out.status.success(),
-            "leo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.leo(args))
     }
 
     pub fn leo_json(&self, args: &[&str]) -> Value {
@@ -207,6 +199,18 @@ impl Sandbox {
         let runs = self.leo_json(&["list", "--json"]);
         runs[0]["id"].as_str().expect("a run").to_string()
     }
+}
+
+/// The stdout of a finished `leo ARGS`, asserting it succeeded (stdout and stderr in the message).
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "leo {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.

@@ -38,12 +38,7 @@ pub async fn run_context(
     let workflow: Workflow = serde_json::from_str(&run.spec_json).with_context(|| {
         format!("run {run_id}: the stored workflow cannot be read by this leo version")
     })?;
-    let records: HashMap<String, leo_state::StageRecord> = state
-        .stages(run_id)
-        .await?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    let records = state.stages_by_name(run_id).await?;
     let mut attempts: HashMap<String, Vec<AttemptRecord>> = HashMap::new();
     for a in state.attempts(run_id).await? {
         attempts.entry(a.stage.clone()).or_default().push(a);

@@ -384,12 +384,7 @@ pub(crate) async fn execute(
     // a cache hit when its inputs come out the same).
     let mut nodes = vec![Node::Waiting; order.len()];
     let mut done: HashMap<String, DoneStage> = HashMap::new();
-    let records: HashMap<String, leo_state::StageRecord> = state
-        .stages(run_id)
-        .await?
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    let records = state.stages_by_name(run_id).await?;
     for (i, name) in order.iter().enumerate() {
         let Some(rec) = records.get(name) else {
             continue;

@@ -328,6 +328,19 @@ impl State {
         rows.iter().map(StageRecord::from_row).collect()
     }
 
+    /// [`State::stages`] keyed by stage name.
+    pub async fn stages_by_name(
+        &self,
+        run_id: &str,
+    ) -> Result<std::collections::HashMap<String, StageRecord>> {
+        Ok(self
+            .stages(run_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect())
+    }
+
     /// The most recent stage done with this fingerprint (in any run): the run that executed it
     /// (following cache hits back to their origin) and its outputs.
     pub async fn find_cached(

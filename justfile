@@ -13,9 +13,10 @@ default:
 build:
     cargo build --locked -p leo-cli
 
-# Run LeoLM in miniature (workflows/leolm-tiny.toml) on this machine's CPU: corpus prep, a BPE,
-# an English base model, German stage 2 with RoPE x2, German SFT, evaluation and the report.
-# Installs libtorch (a Python venv) when missing; run it again and everything is cached.
+# Corpus prep, a BPE, an English base model, German stage 2 with RoPE x2, German SFT,
+# evaluation and the report. Installs libtorch (a Python venv) when missing; run it again and
+# everything is cached.
+# Run LeoLM in miniature (workflows/leolm-tiny.toml) on this machine's CPU, ~5 min
 demo:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -25,8 +26,8 @@ demo:
     {{leo}} status
     echo "the report: $({{leo}} report latest)"
 
-# SIGKILL the demo at five moments, `leo resume` each time, and check that the final eval
-# numbers equal an uninterrupted run's (six demo runs: about 6x the demo's time)
+# Six demo runs on fresh state, about 6x the demo's time (tools/chaos.py).
+# SIGKILL the demo at 5 moments, resume each, compare eval numbers with an uninterrupted run
 chaos *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -38,8 +39,9 @@ chaos *args:
 torch:
     tools/torch-env.sh > /dev/null
 
-# Run every test (unit tests, end-to-end tests of the binary on local and on team storage,
-# conformance against transformers, datatrove, Python tokenizers and megatron-core)
+# Unit tests, end-to-end tests of the binary on local and on team storage, conformance against
+# transformers, lm-eval, datatrove, Python tokenizers and megatron-core.
+# Run every test
 test:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -60,7 +62,8 @@ test:
 # `just bench tokenize` (a German corpus through the tokenize plugin vs Python `tokenizers`),
 # `just bench eval` (GermanBench documents scored by the eval stage vs lm-eval's HF backend),
 # `just bench corpus` (filters + MinHash on the German corpus and a 300 MB replica vs datatrove;
-# `--skip-large` for the small input only)
+# `--skip-large` for the small input only).
+# Run a benchmark: ours and the peer on the same input, and the ratio (NAME: see above)
 bench name *args:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -273,6 +273,25 @@ pub fn tie_to_engine() {
     }
 }
 
+/// Fails naming the first key of `params` that is not in `known`, so a misspelt setting is an
+/// error rather than silently ignored (every plugin's params check starts here).
+pub fn reject_unknown_params(
+    params: &serde_json::Map<String, Value>,
+    plugin: &str,
+    known: &[&str],
+) -> Result<(), ParamError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(ParamError::new(
+            key.clone(),
+            format!(
+                "unknown parameter `{key}` of the {plugin} plugin (known: {})",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reads a string field of a params object, with the error a user can act on.
 pub fn param_str<'a>(params: &'a Value, field: &str) -> Result<Option<&'a str>, ParamError> {
     match params.get(field) {

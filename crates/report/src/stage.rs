@@ -32,15 +32,7 @@ impl Plugin for Report {
         let obj = params
             .as_object()
             .ok_or_else(|| ParamError::new("", "params must be a table"))?;
-        if let Some(key) = obj.keys().find(|k| !KNOWN_PARAMS.contains(&k.as_str())) {
-            return Err(ParamError::new(
-                key.clone(),
-                format!(
-                    "unknown parameter `{key}` of the report plugin (known: {})",
-                    KNOWN_PARAMS.join(", ")
-                ),
-            ));
-        }
+        leo_plugin::reject_unknown_params(obj, "report", KNOWN_PARAMS)?;
         param_str(params, "title")?;
         Ok(vec!["report".to_string()])
     }

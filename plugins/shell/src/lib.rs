@@ -36,17 +36,7 @@ impl Plugin for Shell {
         let obj = params
             .as_object()
             .ok_or_else(|| ParamError::new("", "params must be a table"))?;
-        for key in obj.keys() {
-            if !KNOWN_PARAMS.contains(&key.as_str()) {
-                return Err(ParamError::new(
-                    key.clone(),
-                    format!(
-                        "unknown parameter `{key}` of the shell plugin (known: {})",
-                        KNOWN_PARAMS.join(", ")
-                    ),
-                ));
-            }
-        }
+        leo_plugin::reject_unknown_params(obj, "shell", KNOWN_PARAMS)?;
         match param_str(params, "run")? {
             Some(cmd) if !cmd.trim().is_empty() => {}
             Some(_) => return Err(ParamError::new("run", "the command is empty")),

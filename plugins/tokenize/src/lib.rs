@@ -80,17 +80,7 @@ impl Params {
             Value::Null => Default::default(),
             _ => return Err(ParamError::new("", "params must be a table")),
         };
-        for key in obj.keys() {
-            if !KNOWN_PARAMS.contains(&key.as_str()) {
-                return Err(ParamError::new(
-                    key.clone(),
-                    format!(
-                        "unknown parameter `{key}` of the tokenize plugin (known: {})",
-                        KNOWN_PARAMS.join(", ")
-                    ),
-                ));
-            }
-        }
+        leo_plugin::reject_unknown_params(&obj, "tokenize", KNOWN_PARAMS)?;
         let string = |f: &str, default: &str| -> Result<String, ParamError> {
             match param_str(params, f)? {
                 Some("") => Err(ParamError::new(f, "must not be empty")),

@@ -56,15 +56,7 @@ pub struct TrainParams {
 impl TrainParams {
     pub fn parse(params: &Value) -> Result<TrainParams, ParamError> {
         if let Value::Object(obj) = params {
-            if let Some(key) = obj.keys().find(|k| !KNOWN_PARAMS.contains(&k.as_str())) {
-                return Err(ParamError::new(
-                    key.clone(),
-                    format!(
-                        "unknown parameter `{key}` of the train-tokenizer plugin (known: {})",
-                        KNOWN_PARAMS.join(", ")
-                    ),
-                ));
-            }
+            leo_plugin::reject_unknown_params(obj, "train-tokenizer", KNOWN_PARAMS)?;
         } else if !params.is_null() {
             return Err(ParamError::new("", "params must be a table"));
         }

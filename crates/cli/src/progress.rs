@@ -180,5 +180,38 @@ impl Observer for Progress {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").chars().take(300).collect()
+    elide_middle(s.lines().next().unwrap_or(""), 300)
+}
+
+/// At most `max` characters of a one-line message: its start (the reason) and its end (where a
+/// failing process's log tail puts the actual error) with ` … ` between, so a long run of
+/// progress lines before the error cannot push the error out of view.
+pub(crate) fn elide_middle(s: &str, max: usize) -> String {
+    let count = s.chars().count();
+    if count <= max {
+        return s.to_string();
+    }
+    let head = max / 3;
+    let tail = max - head - 3;
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(count - tail).collect();
+    format!("{start} … {end}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elide_middle;
+
+    #[test]
+    fn a_long_failure_keeps_its_reason_and_its_last_words() {
+        let msg = format!(
+            "exited with code 1: {} | Error: disk full",
+            "step 1/9 ".repeat(80)
+        );
+        let short = elide_middle(&msg, 120);
+        assert_eq!(short.chars().count(), 120);
+        assert!(short.starts_with("exited with code 1: "), "{short}");
+        assert!(short.ends_with("Error: disk full"), "{short}");
+        assert_eq!(elide_middle("short", 120), "short");
+    }
 }

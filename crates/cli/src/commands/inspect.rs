@@ -100,7 +100,7 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
             last.and_then(|a| a.resumed_from.as_ref()),
         ) {
             (Some(r), _, _) => format!("cached from run {r}"),
-            (_, Some(e), _) => e.chars().take(160).collect(),
+            (_, Some(e), _) => crate::progress::elide_middle(e.lines().next().unwrap_or(""), 160),
             (_, _, Some(c)) => format!("resumed from {}", short(c)),
             _ => String::new(),
         };

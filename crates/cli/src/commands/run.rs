@@ -185,7 +185,7 @@ async fn report(state: &State, outcome: RunOutcome, json: bool) -> Result<ExitCo
                 eprintln!(
                     "  failed: {}: {}",
                     s.name,
-                    error.chars().take(300).collect::<String>()
+                    crate::progress::elide_middle(error, 300)
                 );
             }
             eprintln!(

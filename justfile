@@ -47,6 +47,7 @@ test:
     set -euo pipefail
     eval "$(tools/torch-env.sh)"
     eval "$(tools/datatrove-env.sh)"
+    eval "$(tools/k8s-validate-env.sh)"
     eval "$(tools/s3-server.sh)"
     cargo build --locked --workspace --all-targets
     cargo test --locked --workspace

@@ -143,6 +143,10 @@ pub enum Command {
     /// Serve a chat model (a folder or a run's artifact) over OpenAI's chat-completions API
     /// (runs `leo-torch serve`; docs/serve.md).
     Serve(crate::commands::serve::ServeArgs),
+    /// Write a stage for another scheduler: `leo export k8s WORKFLOW STAGE` (a Kubernetes
+    /// indexed Job, one pod per rank; docs/kubernetes.md).
+    #[command(subcommand)]
+    Export(crate::commands::export::ExportCommand),
     /// Run one attempt of a built-in plugin (used by the engine).
     #[command(hide = true)]
     Worker { plugin: String, invocation: PathBuf },

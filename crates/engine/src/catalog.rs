@@ -76,6 +76,25 @@ impl Catalog {
         self.builtins.iter().map(|p| p.name()).collect()
     }
 
+    /// The command that runs `plugin` on another machine (a container image, a cluster node),
+    /// by program names instead of this machine's paths: what [`Catalog::describe`] would run,
+    /// with `leo` for built-ins (`leo worker NAME`), the companion's name for its plugins
+    /// (`leo-torch worker NAME`) and an `exec:` path as given (`PATH run`). The invocation
+    /// file's path is appended, as to [`PluginInfo::command`].
+    pub fn portable_command(&self, plugin: &PluginRef) -> Vec<String> {
+        match plugin {
+            PluginRef::Builtin(name) => {
+                let companion = COMPANION_PLUGINS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .filter(|_| self.builtin(name).is_none());
+                let program = companion.map_or("leo", |(_, exe)| exe);
+                vec![program.to_string(), "worker".into(), name.clone()]
+            }
+            PluginRef::Exec(path) => vec![path.clone(), "run".into()],
+        }
+    }
+
     pub fn describe(
         &self,
         plugin: &PluginRef,
@@ -358,6 +377,24 @@ mod tests {
             ),
             other => panic!("expected a not-found error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn portable_commands_name_programs_not_paths() {
+        let catalog = Catalog::new(Vec::new(), PathBuf::from("/opt/leo/bin/leo"));
+        let cmd = |p: PluginRef| catalog.portable_command(&p);
+        assert_eq!(
+            cmd(PluginRef::Builtin("pretrain".into())),
+            ["leo-torch", "worker", "pretrain"]
+        );
+        assert_eq!(
+            cmd(PluginRef::Builtin("report".into())),
+            ["leo", "worker", "report"]
+        );
+        assert_eq!(
+            cmd(PluginRef::Exec("plugins/x.py".into())),
+            ["plugins/x.py", "run"]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (invalid workflow, unknown run), 130 cancelled.
 
 mod cost;
+pub mod export;
 mod inspect;
 mod lineage;
 mod lineage_export;
@@ -81,6 +82,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             } => metrics::metrics(state, &run, stage.as_deref(), format, out.as_deref()).await,
             Command::Report { run, out } => report::report(state, &run, out.as_deref()).await,
             Command::Serve(args) => serve::serve(state, args).await,
+            Command::Export(command) => export::export(command),
             Command::Worker { .. } => unreachable!("handled above"),
         };
         match result {

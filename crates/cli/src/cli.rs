@@ -59,6 +59,10 @@ pub enum Command {
         /// peak in TFLOP/s.
         #[arg(long, default_value = "a100")]
         gpu: String,
+        /// Plan every stage for this executor; with `slurm`, also print each stage's sbatch
+        /// script (the workflow's and the site profile's options; docs/slurm.md).
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
     },
     /// Check a workflow file and its plugins' params without running anything.
     Validate { file: PathBuf },
@@ -150,6 +154,14 @@ pub enum Command {
     /// Run one attempt of a built-in plugin (used by the engine).
     #[command(hide = true)]
     Worker { plugin: String, invocation: PathBuf },
+    /// Run one rank of a stage under a cluster's launcher (srun, a Kubernetes indexed Job):
+    /// the rank's invocation is made from TEMPLATE and the environment, then COMMAND runs.
+    #[command(hide = true)]
+    WorkerRank {
+        template: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -160,9 +172,29 @@ pub struct RunArgs {
     pub store: Option<String>,
     #[command(flatten)]
     pub machine: MachineArgs,
+    /// Run every stage with this executor, whatever the workflow says (docs/slurm.md).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorArg>,
     /// Print the outcome as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorArg {
+    /// Processes on this machine.
+    Local,
+    /// One Slurm job per attempt.
+    Slurm,
+}
+
+impl From<ExecutorArg> for leo_spec::Executor {
+    fn from(e: ExecutorArg) -> Self {
+        match e {
+            ExecutorArg::Local => leo_spec::Executor::Local,
+            ExecutorArg::Slurm => leo_spec::Executor::Slurm,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod progress;
 mod worker;
+mod worker_rank;
 
 use std::process::ExitCode;
 

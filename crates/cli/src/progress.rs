@@ -134,6 +134,12 @@ impl Observer for Progress {
                     crate::commands::short_digest(&digest)
                 ));
             }
+            EngineEvent::JobSubmitted { stage, job } => {
+                if let Some(b) = self.bar(&stage) {
+                    b.set_message(format!("submitted as {job}"));
+                }
+                self.line(format!("  submitted {stage} as {job}"));
+            }
             EngineEvent::StageWaitingForLease { stage } => {
                 self.line(format!(
                     "  waiting   {stage}: another engine is running the same work"

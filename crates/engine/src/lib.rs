@@ -1,5 +1,5 @@
 //! The engine: checks a workflow against its plugins, plans it (fingerprints and cache), and
-//! runs it (tokio scheduler, one process per stage attempt). It never links an ML library and
+//! runs it (tokio scheduler; an attempt is local processes, one per rank, or one Slurm job). It never links an ML library and
 //! never interprets params: plugins do.
 
 mod attempt;
@@ -16,12 +16,13 @@ mod run;
 mod scheduler;
 mod secrets;
 
-pub use attempt::{format_duration, kill_all_attempts};
+pub use attempt::{format_duration, job_script, kill_all_attempts};
 pub use catalog::{Catalog, DescribeError, PluginInfo};
 pub use check::{check, check_stored, Checked};
 pub use context::{run_context, upstream};
 pub use estimate::{estimate, CostEstimate, Hardware, StageCost, GPU_PEAKS};
 pub use fingerprint::{diff_fields, Fingerprint};
+pub use leo_slurm::SiteProfile;
 pub use observer::{EngineEvent, Observer};
 pub use plan::{plan, PlanEntry, PlanStatus};
 pub use resources::Machine;

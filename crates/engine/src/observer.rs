@@ -28,6 +28,11 @@ pub enum EngineEvent {
         step: u64,
         digest: String,
     },
+    /// An attempt went to a cluster's scheduler as a job (`slurm:<id>`).
+    JobSubmitted {
+        stage: String,
+        job: String,
+    },
     StageRetrying {
         stage: String,
         attempt: u32,

@@ -118,13 +118,21 @@ pub async fn resume_run(
     }
     // Attempts the dead engine left running: whatever of them still lives on this host goes.
     let here = crate::hostname();
+    // Their Slurm jobs go too, wherever they run: the stage is resubmitted from its checkpoint.
+    let mut jobs = Vec::new();
     for a in state.attempts(run_id).await? {
+        if a.status == leo_state::AttemptStatus::Running {
+            if let Some(id) = a.job_id.as_deref().and_then(|j| j.strip_prefix("slurm:")) {
+                jobs.push(id.to_string());
+            }
+        }
         if a.status == leo_state::AttemptStatus::Running && a.host == here {
             if let Some(pid) = a.pid.and_then(|p| i32::try_from(p).ok()) {
                 kill_stale_group(pid, run_id);
             }
         }
     }
+    leo_slurm::cancel_now(&jobs);
     state.mark_lost(run_id).await?;
     let workflow: leo_spec::Workflow = serde_json::from_str(&run.spec_json).with_context(|| {
         format!("run {run_id}: the stored workflow cannot be read by this leo version")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use leo_spec::InputRef;
+use leo_spec::{Executor, InputRef};
 use leo_state::{
     Lease, OutputArtifact, RunStatus, StageCompletion, StageStatus, StageUpdate, State,
 };
@@ -327,6 +327,9 @@ struct Scheduler<'a> {
     pool: Pool,
     /// Failed attempts per stage in this engine session; `retries` counts against these.
     failures: Vec<u32>,
+    /// Interrupted attempts per stage (preemption, node failure); the resubmission limit
+    /// counts against these, never against `retries`.
+    interruptions: Vec<u32>,
     started: Vec<Option<Instant>>,
     running: usize,
     backing_off: usize,
@@ -459,6 +462,7 @@ pub(crate) async fn execute(
         externals: Externals::new(state),
         pool: Pool::new(&opts.machine),
         failures: vec![0; n],
+        interruptions: vec![0; n],
         started: vec![None; n],
         running: 0,
         backing_off: 0,
@@ -610,12 +614,18 @@ impl Scheduler<'_> {
             self.inputs.insert(i, inputs);
         }
         let resources = self.checked.workflow.stages[&name].resources;
-        if let Err(why) = self.pool.feasible(&resources) {
-            self.fail(i, Node::Failed, why, 0.0).await?;
-            return Ok(true);
-        }
-        let Some(grant) = self.pool.try_acquire(&resources) else {
-            return Ok(false);
+        // A Slurm stage takes nothing from this machine: the cluster's scheduler places it.
+        let grant = if self.checked.workflow.stages[&name].executor == Executor::Slurm {
+            Grant::default()
+        } else {
+            if let Err(why) = self.pool.feasible(&resources) {
+                self.fail(i, Node::Failed, why, 0.0).await?;
+                return Ok(true);
+            }
+            let Some(grant) = self.pool.try_acquire(&resources) else {
+                return Ok(false);
+            };
+            grant
         };
         // The lease makes this engine the only one running this work (same fingerprint) among
         // all engines that share the state; whoever else wants it waits for the result.
@@ -780,6 +790,30 @@ impl Scheduler<'_> {
             AttemptOutcome::Cancelled => {
                 self.fail(i, Node::Cancelled, "cancelled".to_string(), seconds)
                     .await?;
+            }
+            AttemptOutcome::Interrupted { error, resubmits } => {
+                self.interruptions[i] += 1;
+                if self.interruptions[i] <= resubmits && !cancelled {
+                    record_status(
+                        self.state,
+                        self.run_id,
+                        &name,
+                        StageStatus::Pending,
+                        Some(&error),
+                    )
+                    .await?;
+                    self.observer.on(EngineEvent::StageRetrying {
+                        stage: name,
+                        attempt: number + 1,
+                        error,
+                        delay_ms: 0,
+                    });
+                    // Straight back into the queue: nothing is wrong with the stage.
+                    self.wait(i, Duration::ZERO, tx);
+                } else {
+                    let error = format!("{error} (after {resubmits} resubmissions)");
+                    self.fail(i, Node::Failed, error, seconds).await?;
+                }
             }
             AttemptOutcome::Failed { error } => {
                 self.failures[i] += 1;

@@ -4,6 +4,7 @@
 //! (params, declared outputs) happens in the engine, which uses [`Source`] to point its
 //! errors at the right line of the file.
 
+mod executor;
 mod graph;
 mod load;
 mod model;
@@ -11,6 +12,7 @@ mod source;
 mod units;
 mod vars;
 
+pub use executor::{Executor, RawSlurm, SlurmOptions};
 pub use graph::{Dag, GraphFormat};
 pub use load::{load_file, load_str, Loaded};
 pub use model::{InputRef, PluginRef, Resources, Stage, Storage, Workflow};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::executor::{Executor, RawSlurm, SlurmOptions};
 use crate::graph::Dag;
 use crate::model::{InputRef, PluginRef, Resources, Stage, Storage, Workflow};
 use crate::source::{Source, SpecError};
@@ -39,6 +40,7 @@ struct RawFile {
     vars: toml::Table,
     #[serde(default)]
     defaults: RawDefaults,
+    slurm: Option<RawSlurm>,
     #[serde(default)]
     stages: BTreeMap<String, RawStage>,
 }
@@ -48,6 +50,8 @@ struct RawFile {
 struct RawHeader {
     name: String,
     description: Option<String>,
+    /// Every stage's executor unless the stage names its own.
+    executor: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,6 +86,8 @@ struct RawStage {
     timeout: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    executor: Option<String>,
+    slurm: Option<RawSlurm>,
 }
 
 #[derive(Deserialize, Clone, Default)]
@@ -278,6 +284,18 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
             "the workflow has no stages; add at least one [stages.NAME]",
         ));
     }
+    let default_executor = match &raw.workflow.executor {
+        None => Executor::Local,
+        Some(e) => Executor::parse(e).map_err(|m| source.error_at(&["workflow", "executor"], m))?,
+    };
+    let workflow_slurm = match &raw.slurm {
+        None => SlurmOptions::default(),
+        Some(t) => t.resolve().map_err(|(field, m)| {
+            let mut p = vec!["slurm"];
+            p.extend(field.iter().map(String::as_str));
+            source.error_at(&p, m)
+        })?,
+    };
     let names: BTreeSet<&str> = raw.stages.keys().map(String::as_str).collect();
     let mut stages = BTreeMap::new();
     for (stage_name, st) in &raw.stages {
@@ -473,6 +491,38 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
             env.insert(k.clone(), v);
         }
 
+        let executor = match &st.executor {
+            None => default_executor,
+            Some(e) => Executor::parse(e).map_err(|m| err(&["executor"], m))?,
+        };
+        let slurm = match &st.slurm {
+            None => workflow_slurm.clone(),
+            Some(t) => t
+                .resolve()
+                .map_err(|(field, m)| {
+                    let mut p = vec!["slurm"];
+                    p.extend(field.iter().map(String::as_str));
+                    err(&p, m)
+                })?
+                .over(&workflow_slurm),
+        };
+        let nodes = slurm.nodes.unwrap_or(1);
+        if !resources.world_size.is_multiple_of(nodes) {
+            let field = if st.slurm.as_ref().is_some_and(|t| t.nodes.is_some()) {
+                at(&["slurm", "nodes"])
+            } else {
+                vec!["slurm".into(), "nodes".into()]
+            };
+            let field: Vec<&str> = field.iter().map(String::as_str).collect();
+            return Err(source.error_at(
+                &field,
+                format!(
+                    "{} ranks (world_size) cannot be spread evenly over {nodes} nodes",
+                    resources.world_size
+                ),
+            ));
+        }
+
         stages.insert(
             stage_name.clone(),
             Stage {
@@ -485,6 +535,8 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
                 retries,
                 timeout,
                 env,
+                executor,
+                slurm,
             },
         );
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::executor::{Executor, SlurmOptions};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Workflow {
     pub name: String,
@@ -39,6 +41,14 @@ pub struct Stage {
     #[serde(default, with = "opt_duration_secs")]
     pub timeout: Option<Duration>,
     pub env: BTreeMap<String, String>,
+    /// Where its attempts run. Left out of the stored form when local, so runs stored before
+    /// executors existed read back unchanged.
+    #[serde(default, skip_serializing_if = "Executor::is_local")]
+    pub executor: Executor,
+    /// Its `sbatch` options as the workflow states them (used when `executor` is `slurm`, and
+    /// by `leo plan --executor slurm`).
+    #[serde(default, skip_serializing_if = "SlurmOptions::is_empty")]
+    pub slurm: SlurmOptions,
 }
 
 /// Which code runs a stage.

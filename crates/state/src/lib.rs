@@ -516,6 +516,16 @@ impl State {
         Ok(())
     }
 
+    /// Records the scheduler job that runs an attempt (`slurm:<id>`).
+    pub async fn set_attempt_job(&self, attempt_id: &str, job_id: &str) -> Result<()> {
+        sqlx::query("UPDATE attempts SET job_id = $2 WHERE id = $1")
+            .bind(attempt_id)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records how an attempt ended. With a completion under a lease that was taken over
     /// meanwhile (a stale fencing token), the attempt is recorded as failed, its outputs are not,
     /// and the call returns an error saying so.

@@ -142,7 +142,7 @@ impl StageRecord {
 
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "id, run_id, stage, number, status, host, pid, started_at, heartbeat_at, \
-     finished_at, exit_code, error, resumed_from, log_artifact";
+     finished_at, exit_code, error, resumed_from, log_artifact, job_id";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
@@ -160,6 +160,8 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub resumed_from: Option<String>,
     pub log_artifact: Option<String>,
+    /// The scheduler job that ran it (`slurm:<id>`), if any.
+    pub job_id: Option<String>,
 }
 
 impl AttemptRecord {
@@ -179,6 +181,7 @@ impl AttemptRecord {
             error: r.try_get("error")?,
             resumed_from: r.try_get("resumed_from")?,
             log_artifact: r.try_get("log_artifact")?,
+            job_id: r.try_get("job_id")?,
         })
     }
 }

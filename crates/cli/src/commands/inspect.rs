@@ -136,6 +136,19 @@ pub async fn status(state_flag: Option<String>, run: Option<&str>, json: bool) -
             time,
             note
         );
+        // The cluster jobs that ran its attempts (`slurm:<id>`), oldest first.
+        let jobs: Vec<String> = attempts
+            .iter()
+            .filter(|a| a.stage == s.name)
+            .filter_map(|a| {
+                a.job_id
+                    .as_ref()
+                    .map(|j| format!("{j} (attempt {}, {})", a.number, a.status.as_str()))
+            })
+            .collect();
+        if !jobs.is_empty() {
+            println!("    jobs: {}", jobs.join(", "));
+        }
         // The latest value of each metric of the stage's last attempt, on a line of its own.
         if let Some(a) = last {
             if let Some(line) = metrics_line(&state.latest_metric_values(&a.id).await?) {

@@ -27,6 +27,9 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     if let Command::Worker { plugin, invocation } = &cli.command {
         return crate::worker::run(plugin, invocation);
     }
+    if let Command::WorkerRank { template, command } = &cli.command {
+        return crate::worker_rank::run(template, command);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +53,19 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 json,
                 mfu,
                 gpu,
-            } => run::plan(state, &file, store, json, &gpu, mfu).await,
+                executor,
+            } => {
+                run::plan(
+                    state,
+                    &file,
+                    store,
+                    json,
+                    &gpu,
+                    mfu,
+                    executor.map(Into::into),
+                )
+                .await
+            }
             Command::Validate { file } => run::validate(&file),
             Command::Graph { file, format } => run::graph(&file, format),
             Command::Logs {
@@ -83,7 +98,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Report { run, out } => report::report(state, &run, out.as_deref()).await,
             Command::Serve(args) => serve::serve(state, args).await,
             Command::Export(command) => export::export(command),
-            Command::Worker { .. } => unreachable!("handled above"),
+            Command::Worker { .. } | Command::WorkerRank { .. } => unreachable!("handled above"),
         };
         match result {
             Ok(code) => code,
@@ -107,7 +122,20 @@ pub fn catalog() -> anyhow::Result<Catalog> {
 
 /// Loads and checks a workflow file; errors are [`SpecError`]s naming file:line:col and field.
 pub fn load_checked(file: &Path) -> anyhow::Result<leo_engine::Checked> {
-    let loaded = leo_spec::load_file(file)?;
+    load_checked_on(file, None)
+}
+
+/// [`load_checked`] with every stage's executor set to `executor` when given (`--executor`).
+pub fn load_checked_on(
+    file: &Path,
+    executor: Option<leo_spec::Executor>,
+) -> anyhow::Result<leo_engine::Checked> {
+    let mut loaded = leo_spec::load_file(file)?;
+    if let Some(e) = executor {
+        for stage in loaded.workflow.stages.values_mut() {
+            stage.executor = e;
+        }
+    }
     Ok(leo_engine::check(&loaded, &catalog()?)?)
 }
 

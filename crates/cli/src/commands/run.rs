@@ -98,7 +98,7 @@ fn cancel_on_signals() -> watch::Receiver<bool> {
 
 pub async fn run(state_flag: Option<String>, args: RunArgs) -> Result<ExitCode> {
     // Everything is checked before the state database is touched.
-    let checked = load_checked(&args.file)?;
+    let checked = super::load_checked_on(&args.file, args.executor.map(Into::into))?;
     let state_loc = state_location(state_flag, Some(&checked.workflow));
     let store_loc = args
         .store
@@ -209,9 +209,10 @@ pub async fn plan(
     json: bool,
     gpu: &str,
     mfu: f64,
+    executor: Option<leo_spec::Executor>,
 ) -> Result<ExitCode> {
     let hardware = leo_engine::Hardware::new(gpu, mfu).map_err(anyhow::Error::msg)?;
-    let checked = load_checked(file)?;
+    let checked = super::load_checked_on(file, executor)?;
     let state_loc = state_location(state_flag, Some(&checked.workflow));
     let store_loc = store
         .or_else(|| checked.workflow.storage.artifacts.clone())
@@ -250,5 +251,34 @@ pub async fn plan(
     }
     println!("{} to run, {} cached", runs, entries.len() - runs);
     super::cost::print(&cost);
+    print_sbatch_scripts(&checked, &state_loc)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sbatch script each Slurm stage would be submitted with, as its first attempt of a run
+/// (`RUN` stands for the run id, which does not exist yet).
+fn print_sbatch_scripts(checked: &leo_engine::Checked, state_loc: &str) -> Result<()> {
+    let slurm: Vec<&String> = checked
+        .dag
+        .topo_order()
+        .iter()
+        .filter(|s| checked.workflow.stages[*s].executor == leo_spec::Executor::Slurm)
+        .collect();
+    if slurm.is_empty() {
+        return Ok(());
+    }
+    let profile = leo_engine::SiteProfile::load()?;
+    let work_root = super::work_root(state_loc);
+    println!();
+    match &profile.path {
+        Some(p) => println!("Slurm jobs (site profile {}):", p.display()),
+        None => println!("Slurm jobs (no site profile):"),
+    }
+    for stage in slurm {
+        let work = leo_engine::attempt_dir(&work_root, "RUN", stage, 1);
+        let (script, _) = leo_engine::job_script(checked, stage, "RUN", 1, &work, &profile)?;
+        println!("\n# ── stage {stage} ──");
+        print!("{script}");
+    }
+    Ok(())
 }

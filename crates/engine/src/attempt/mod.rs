@@ -25,9 +25,11 @@ use crate::observer::{EngineEvent, Observer};
 use crate::scheduler::ResolvedInput;
 
 mod process;
+mod slurm;
 mod supervise;
 
 pub use process::kill_all_attempts;
+pub use slurm::job_script;
 use supervise::{supervise, Supervised};
 
 /// Lines of stderr kept to explain a failure.
@@ -58,8 +60,18 @@ pub(crate) struct AttemptSpec {
 
 #[derive(Debug)]
 pub(crate) enum AttemptOutcome {
-    Succeeded { outputs: Vec<OutputArtifact> },
-    Failed { error: String },
+    Succeeded {
+        outputs: Vec<OutputArtifact>,
+    },
+    Failed {
+        error: String,
+    },
+    /// The machine or the scheduler ended it (preemption, node failure…), not the stage: it is
+    /// resubmitted, up to `resubmits` times, without counting against the stage's retries.
+    Interrupted {
+        error: String,
+        resubmits: u32,
+    },
     Cancelled,
 }
 
@@ -68,6 +80,10 @@ pub(crate) enum Exit {
     Signal(i32),
     TimedOut,
     Cancelled,
+    /// Infrastructure ended the attempt (a cluster job preempted, its node failed, …): why.
+    Interrupted(String),
+    /// The attempt failed in a way its exit code does not tell (a job out of memory): why.
+    JobFailed(String),
 }
 
 impl Exit {
@@ -167,8 +183,10 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     };
 
     // A multi-process stage: one invocation per rank, all pointing at one rendezvous address.
+    // A Slurm job gets rank 0's as a template: each rank makes its own where it runs.
     let world_size = stage_spec.resources.world_size.max(1);
-    let rendezvous = if world_size > 1 {
+    let on_slurm = stage_spec.executor == leo_spec::Executor::Slurm;
+    let rendezvous = if world_size > 1 && !on_slurm {
         Some(process::free_rendezvous()?)
     } else {
         None
@@ -179,7 +197,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
         None
     };
     let mut invocations = Vec::new();
-    for rank in 0..world_size {
+    for rank in 0..if on_slurm { 1 } else { world_size } {
         let invocation = Invocation {
             protocol: PROTOCOL_VERSION,
             run_id: spec.run_id.clone(),
@@ -236,15 +254,31 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     });
 
     let log_path = work.join("log.txt");
-    let result = supervise(
-        &spec,
-        &attempt_id,
-        &invocations,
-        rendezvous.as_deref(),
-        &log_path,
-        stage_spec.timeout,
-    )
-    .await;
+    let mut resubmits = 0;
+    let result = if on_slurm {
+        slurm::supervise_slurm(
+            &spec,
+            &attempt_id,
+            &invocations[0],
+            &log_path,
+            stage_spec.timeout,
+        )
+        .await
+        .map(|(supervised, limit)| {
+            resubmits = limit;
+            supervised
+        })
+    } else {
+        supervise(
+            &spec,
+            &attempt_id,
+            &invocations,
+            rendezvous.as_deref(),
+            &log_path,
+            stage_spec.timeout,
+        )
+        .await
+    };
     let ended_at = leo_state::now_ms();
     process_gone.fire();
     let log = store_log(&spec.store, &log_path).await;
@@ -321,6 +355,33 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             );
             (
                 AttemptStatus::TimedOut,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Failed { error: msg },
+            )
+        }
+        Ok(Supervised {
+            exit: Exit::Interrupted(why),
+            ..
+        }) => {
+            let msg = failure_message(&why, &log_path);
+            (
+                AttemptStatus::Failed,
+                None,
+                Some(msg.clone()),
+                AttemptOutcome::Interrupted {
+                    error: msg,
+                    resubmits,
+                },
+            )
+        }
+        Ok(Supervised {
+            exit: Exit::JobFailed(why),
+            ..
+        }) => {
+            let msg = failure_message(&why, &log_path);
+            (
+                AttemptStatus::Failed,
                 None,
                 Some(msg.clone()),
                 AttemptOutcome::Failed { error: msg },

@@ -162,8 +162,10 @@ fn rank_command(
 static LIVE_GROUPS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// SIGKILLs every running attempt's process group (for a forced exit of the engine).
+/// SIGKILLs every running attempt's process group and cancels its Slurm jobs (for a forced
+/// exit of the engine).
 pub fn kill_all_attempts() {
+    super::slurm::cancel_all_jobs();
     if let Ok(groups) = LIVE_GROUPS.lock() {
         for pgid in groups.iter() {
             // SAFETY: signalling process groups this engine started.

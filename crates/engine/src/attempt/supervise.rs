@@ -24,13 +24,23 @@ use crate::secrets::Secrets;
 const PROGRESS_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The attempt's log file. Everything written to it is masked for secrets first.
-struct LogSink {
+pub(super) struct LogSink {
     file: Mutex<std::fs::File>,
     secrets: Secrets,
 }
 
 impl LogSink {
-    fn write(&self, bytes: &[u8]) {
+    pub(super) fn create(path: &Path, secrets: Secrets) -> Result<LogSink> {
+        Ok(LogSink {
+            file: Mutex::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            ),
+            secrets,
+        })
+    }
+
+    pub(super) fn write(&self, bytes: &[u8]) {
         if let Ok(mut f) = self.file.lock() {
             let _ = f.write_all(&self.secrets.redact_bytes(bytes));
         }
@@ -69,13 +79,7 @@ pub(super) async fn supervise(
     let plugin = &spec.checked.plugins[&spec.stage];
     let mut secrets = Secrets::from_environment();
     let env = secrets.resolve(&stage_spec.env)?;
-    let log = Arc::new(LogSink {
-        file: Mutex::new(
-            std::fs::File::create(log_path)
-                .with_context(|| format!("creating {}", log_path.display()))?,
-        ),
-        secrets,
-    });
+    let log = Arc::new(LogSink::create(log_path, secrets)?);
 
     let launch = Launch {
         command: &plugin.command,
@@ -279,17 +283,17 @@ async fn copy_rank_log(pipe: impl AsyncRead + Unpin, rank: u32, log: Arc<LogSink
 /// Progress events reach the database at most once per [`PROGRESS_RECORD_INTERVAL`]; the
 /// latest one is always written (when due, or when the attempt ends).
 #[derive(Default)]
-struct ProgressThrottle {
+pub(super) struct ProgressThrottle {
     last: Option<tokio::time::Instant>,
     pending: Option<(i64, String)>,
 }
 
 impl ProgressThrottle {
-    fn flush_at(&self) -> Option<tokio::time::Instant> {
+    pub(super) fn flush_at(&self) -> Option<tokio::time::Instant> {
         self.last.map(|t| t + PROGRESS_RECORD_INTERVAL)
     }
 
-    async fn flush(&mut self, state: &State, attempt_id: &str) -> Result<()> {
+    pub(super) async fn flush(&mut self, state: &State, attempt_id: &str) -> Result<()> {
         if let Some((seq, payload)) = self.pending.take() {
             self.last = Some(tokio::time::Instant::now());
             state
@@ -322,7 +326,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn handle_event(
+pub(super) async fn handle_event(
     spec: &AttemptSpec,
     attempt_id: &str,
     seq: i64,

@@ -231,6 +231,60 @@ mod tests {
         assert_eq!(o.extra, ["--exclusive", "--mail-type=END"]);
     }
 
+    fn load(text: &str) -> Result<crate::Loaded, String> {
+        crate::load_str(std::path::Path::new("w.toml"), text.to_string()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_workflow_chooses_executors_and_stages_override_its_slurm_table() {
+        let w = load(
+            "[workflow]\nname = \"t\"\nexecutor = \"slurm\"\n\
+             [slurm]\npartition = \"gpu\"\ntime = \"2h\"\n\
+             [stages.a]\nplugin = \"shell\"\n\
+             [stages.b]\nplugin = \"shell\"\nexecutor = \"local\"\n\
+             [stages.c]\nplugin = \"shell\"\nresources = { world_size = 4 }\n\
+             slurm = { nodes = 2, partition = \"booster\" }\n",
+        )
+        .unwrap();
+        let st = &w.workflow.stages;
+        assert_eq!(st["a"].executor, Executor::Slurm);
+        assert_eq!(st["b"].executor, Executor::Local);
+        assert_eq!(st["a"].slurm.partition.as_deref(), Some("gpu"));
+        assert_eq!(st["c"].slurm.partition.as_deref(), Some("booster"));
+        assert_eq!(
+            (st["c"].slurm.nodes, st["c"].slurm.time_secs),
+            (Some(2), Some(7200))
+        );
+    }
+
+    #[test]
+    fn mistakes_point_at_the_line_and_field() {
+        let e =
+            load("[workflow]\nname = \"t\"\nexecutor = \"k8s\"\n[stages.a]\nplugin = \"shell\"\n")
+                .unwrap_err();
+        assert!(
+            e.starts_with("w.toml:3:1: workflow.executor: unknown executor `k8s`"),
+            "{e}"
+        );
+        let e = load(
+            "[workflow]\nname = \"t\"\n[stages.a]\nplugin = \"shell\"\n\
+             resources = { world_size = 3 }\nslurm = { nodes = 2 }\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("w.toml:6:"), "{e}");
+        assert!(
+            e.contains(
+                "stages.a.slurm.nodes: 3 ranks (world_size) cannot be spread evenly over 2 nodes"
+            ),
+            "{e}"
+        );
+        let e = load(
+            "[workflow]\nname = \"t\"\n[slurm]\nparttion = \"x\"\n[stages.a]\nplugin = \"shell\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `parttion`"), "{e}");
+    }
+
     #[test]
     fn raw_tables_are_checked() {
         let raw = RawSlurm {

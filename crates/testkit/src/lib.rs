@@ -5,16 +5,21 @@
 //! - [`S3Server`]: an S3-compatible server (`s3s-fs`) over a temp folder, with one bucket.
 //! - [`FaultyProxy`]: an HTTP proxy that fails a share of requests (500/503, resets, delays).
 //! - [`FakeHub`]: a Hugging Face Hub in the Hub's URL layout, with an LFS host beside it.
+//! - [`SlurmCluster`]: a one-node Slurm cluster with accounting (munged, MariaDB, slurmdbd,
+//!   slurmctld, slurmd) in a temp folder on free ports; [`SlurmCluster::env`] points the Slurm
+//!   commands at it.
 
 mod faulty_proxy;
 mod hub;
 mod postgres;
 mod s3;
+mod slurm;
 
 pub use faulty_proxy::{FaultCounts, FaultyProxy};
 pub use hub::{FakeHub, HubFile, HubHost, HubRepo, HubRequest};
 pub use postgres::Postgres;
 pub use s3::{S3Server, BUCKET};
+pub use slurm::{AccountedJob, SlurmCluster};
 
 /// A loopback port nobody listens on now (a server started on it may still lose a race: callers
 /// retry with another).

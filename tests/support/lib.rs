@@ -81,6 +81,16 @@ impl Sandbox {
         Some(Sandbox::local())
     }
 
+    /// A sandbox on team storage for a test of what only teams do (a cluster's executor), or
+    /// `None` in the local pass: `just test` runs both passes, so the test still runs once.
+    pub fn team_pass_only() -> Option<Sandbox> {
+        if !team_storage() {
+            eprintln!("this test runs in the team pass (LEO_TEST_STORAGE=team)");
+            return None;
+        }
+        Some(Sandbox::team())
+    }
+
     /// A sandbox on team storage (PostgreSQL + S3) whatever `LEO_TEST_STORAGE` says.
     pub fn team() -> Sandbox {
         Sandbox::with_storage(true)

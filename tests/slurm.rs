@@ -8,8 +8,6 @@
 //! Slurm's world is a team's: these tests run in the team pass (PostgreSQL state, S3
 //! artifacts), where every node would see the state and the store.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -136,68 +134,10 @@ params = { outputs = ["out"], run = "tr a-z A-Z < $LEO_INPUT_GREETING/greeting.t
     assert!(cluster.queued_jobs().expect("squeue").is_empty());
 }
 
-/// tokenize (local) -> pretrain (Slurm, or local) over 80 German passages.
-fn training_workflow(sb: &Sandbox, executor: &str, resources: &str, params: &str) {
-    let data = repo_root().join("../shared/data");
-    assert!(
-        data.join("demo/de/germandpr-passages.txt").exists(),
-        "this test needs ../shared/data beside the repository"
-    );
-    let passages =
-        std::fs::read_to_string(data.join("demo/de/germandpr-passages.txt")).expect("passages");
-    let docs: String = passages
-        .lines()
-        .take(80)
-        .enumerate()
-        .map(|(i, l)| format!("{}\n", serde_json::json!({"id": i.to_string(), "text": l})))
-        .collect();
-    sb.write("docs.jsonl", docs);
-    let tok = data.join("llama2-tokenizer/tokenizer.json");
-    sb.write(
-        "train.toml",
-        format!(
-            r#"
-[workflow]
-name = "train"
-
-[stages.tokenize]
-plugin = "tokenize"
-inputs = {{ documents = "file://${{workflow.dir}}/docs.jsonl", tokenizer = "file://{tok}" }}
-params = {{ validation_fraction = 0.1, seed = 1 }}
-
-[stages.pretrain]
-plugin = "pretrain"
-executor = "{executor}"
-inputs = {{ tokens = "tokenize.tokens", tokenizer = "file://{tok}" }}
-resources = {{ {resources} }}
-params = {{ seq_len = 64, threads = 1, {params}, model = {{ vocab_size = 32000, hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4, num_key_value_heads = 2, max_position_embeddings = 128 }} }}
-"#,
-            tok = tok.display()
-        ),
-    );
-}
-
-/// Every step's loss of the pretrain stage (the latest attempt's where attempts overlap).
-fn losses(sb: &Sandbox, run: &str) -> BTreeMap<u64, String> {
-    let csv = sb.leo_ok(&["metrics", run, "--stage", "pretrain"]);
-    let mut out = BTreeMap::new();
-    for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() >= 5 && f[3] == "loss" {
-            out.insert(f[2].parse().expect("step"), f[4].to_string());
-        }
-    }
-    out
-}
-
-fn leo_torch_built() -> PathBuf {
-    let p = leo_bin().with_file_name("leo-torch");
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace first",
-        p.display()
-    );
-    p
+/// The training tests' workflow (tests/support) with the pretrain stage on `executor`; the
+/// tokenize stage stays local.
+fn training(sb: &Sandbox, executor: &str, resources: &str, params: &str) {
+    training_workflow(sb, params, resources, &format!("executor = \"{executor}\""));
 }
 
 #[test]
@@ -205,15 +145,14 @@ fn two_ranks_in_one_slurm_job_train_what_the_local_executor_trains() {
     let Some((sb, cluster)) = setup() else {
         return;
     };
-    leo_torch_built();
     let params = "micro_batch = 2, global_batch = 4, steps = 12, lr = 3e-3, warmup_steps = 2, checkpoint_every = 6";
     let local = Sandbox::team();
-    training_workflow(&local, "local", "cpus = 2, world_size = 2", params);
+    training(&local, "local", "cpus = 2, world_size = 2", params);
     local.leo_ok(&["run", "train.toml"]);
     let local_status = local.status(None);
     assert_eq!(local_status["run"]["status"], "succeeded");
 
-    training_workflow(&sb, "slurm", "cpus = 2, world_size = 2", params);
+    training(&sb, "slurm", "cpus = 2, world_size = 2", params);
     leo_ok(&sb, &cluster, &["run", "train.toml"]);
     let status = sb.status(None);
     assert_eq!(status["run"]["status"], "succeeded", "{status}");
@@ -239,8 +178,8 @@ fn two_ranks_in_one_slurm_job_train_what_the_local_executor_trains() {
     );
 
     assert_eq!(
-        losses(&sb, &sb.latest_run()),
-        losses(&local, &local.latest_run()),
+        pretrain_losses(&sb, &sb.latest_run()),
+        pretrain_losses(&local, &local.latest_run()),
         "the Slurm job's losses differ from the local executor's"
     );
     assert_eq!(
@@ -255,16 +194,15 @@ fn a_cancelled_training_job_is_resubmitted_and_resumes_with_identical_losses() {
     let Some((sb, cluster)) = setup() else {
         return;
     };
-    leo_torch_built();
     let params = "micro_batch = 2, global_batch = 4, steps = 100, lr = 3e-3, min_lr = 3e-4, warmup_steps = 10, checkpoint_every = 10";
     let reference = Sandbox::team();
-    training_workflow(&reference, "local", "cpus = 1", params);
+    training(&reference, "local", "cpus = 1", params);
     reference.leo_ok(&["run", "train.toml"]);
-    let expected = losses(&reference, &reference.latest_run());
+    let expected = pretrain_losses(&reference, &reference.latest_run());
     assert_eq!(expected.len(), 100);
 
     // No `retries`: an interruption must not need one.
-    training_workflow(&sb, "slurm", "cpus = 1", params);
+    training(&sb, "slurm", "cpus = 1", params);
     let mut run = leo(&sb, &cluster, &["run", "train.toml"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(sb.path().join("run.stderr")).expect("log"))
@@ -312,7 +250,7 @@ fn a_cancelled_training_job_is_resubmitted_and_resumes_with_identical_losses() {
     assert!(why.contains("CANCELLED"), "{why}");
     let second = sb.leo_ok(&["logs", &run_id, "pretrain", "--attempt", "2"]);
     assert!(second.contains("resuming from"), "{second}");
-    assert_eq!(losses(&sb, &run_id), expected);
+    assert_eq!(pretrain_losses(&sb, &run_id), expected);
     assert_eq!(
         output_digest(&status, "pretrain", "model"),
         output_digest(&reference.status(None), "pretrain", "model"),

@@ -412,3 +412,74 @@ pub fn artifact_files(sb: &Sandbox, digest: &str) -> Value {
     }
     Value::Object(out)
 }
+
+/// `../shared/data`, which the training tests read (German passages, the Llama-2 tokenizer).
+pub fn shared_data() -> PathBuf {
+    let root = repo_root().join("../shared/data");
+    assert!(
+        root.join("demo/de/germandpr-passages.txt").exists()
+            && root.join("llama2-tokenizer/tokenizer.json").exists(),
+        "this test needs ../shared/data (demo/de, llama2-tokenizer) beside the repository"
+    );
+    root
+}
+
+/// `train.toml`: tokenize -> pretrain over the first 80 German passages, a tiny Llama (2
+/// layers, hidden 64). `params` are added to the pretrain stage's (TOML inline-table entries),
+/// `resources` are its resources, and `pretrain_lines` go into its table as they are (e.g.
+/// `executor = "slurm"`).
+pub fn training_workflow(sb: &Sandbox, params: &str, resources: &str, pretrain_lines: &str) {
+    let data = shared_data();
+    let leo_torch = leo_bin().with_file_name("leo-torch");
+    assert!(
+        leo_torch.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        leo_torch.display()
+    );
+    let passages =
+        std::fs::read_to_string(data.join("demo/de/germandpr-passages.txt")).expect("passages");
+    let docs: String = passages
+        .lines()
+        .take(80)
+        .enumerate()
+        .map(|(i, l)| format!("{}\n", serde_json::json!({"id": i.to_string(), "text": l})))
+        .collect();
+    sb.write("docs.jsonl", docs);
+    let tokenizer = data.join("llama2-tokenizer/tokenizer.json");
+    sb.write(
+        "train.toml",
+        format!(
+            r#"
+[workflow]
+name = "train"
+
+[stages.tokenize]
+plugin = "tokenize"
+inputs = {{ documents = "file://${{workflow.dir}}/docs.jsonl", tokenizer = "file://{tok}" }}
+params = {{ validation_fraction = 0.1, seed = 1 }}
+
+[stages.pretrain]
+plugin = "pretrain"
+{pretrain_lines}
+inputs = {{ tokens = "tokenize.tokens", tokenizer = "file://{tok}" }}
+resources = {{ {resources} }}
+params = {{ seq_len = 64, threads = 1, {params}, model = {{ vocab_size = 32000, hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4, num_key_value_heads = 2, max_position_embeddings = 128 }} }}
+"#,
+            tok = tokenizer.display()
+        ),
+    );
+}
+
+/// Every step's loss of the pretrain stage, the latest attempt's value where attempts
+/// overlap (`leo metrics` CSV: stage,attempt,step,name,value,time_ms).
+pub fn pretrain_losses(sb: &Sandbox, run: &str) -> std::collections::BTreeMap<u64, String> {
+    let csv = sb.leo_ok(&["metrics", run, "--stage", "pretrain"]);
+    let mut out = std::collections::BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() >= 5 && f[3] == "loss" {
+            out.insert(f[2].parse().expect("step"), f[4].to_string());
+        }
+    }
+    out
+}

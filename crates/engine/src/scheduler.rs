@@ -794,22 +794,8 @@ impl Scheduler<'_> {
             AttemptOutcome::Interrupted { error, resubmits } => {
                 self.interruptions[i] += 1;
                 if self.interruptions[i] <= resubmits && !cancelled {
-                    record_status(
-                        self.state,
-                        self.run_id,
-                        &name,
-                        StageStatus::Pending,
-                        Some(&error),
-                    )
-                    .await?;
-                    self.observer.on(EngineEvent::StageRetrying {
-                        stage: name,
-                        attempt: number + 1,
-                        error,
-                        delay_ms: 0,
-                    });
                     // Straight back into the queue: nothing is wrong with the stage.
-                    self.wait(i, Duration::ZERO, tx);
+                    self.retry(i, number, error, Duration::ZERO, tx).await?;
                 } else {
                     let error = format!("{error} (after {resubmits} resubmissions)");
                     self.fail(i, Node::Failed, error, seconds).await?;
@@ -820,26 +806,41 @@ impl Scheduler<'_> {
                 let retries = self.checked.workflow.stages[&name].retries;
                 if self.failures[i] <= retries && !cancelled {
                     let delay = backoff(self.opts.retry_base, self.failures[i]);
-                    record_status(
-                        self.state,
-                        self.run_id,
-                        &name,
-                        StageStatus::Pending,
-                        Some(&error),
-                    )
-                    .await?;
-                    self.observer.on(EngineEvent::StageRetrying {
-                        stage: name,
-                        attempt: number + 1,
-                        error,
-                        delay_ms: delay.as_millis() as u64,
-                    });
-                    self.wait(i, delay, tx);
+                    self.retry(i, number, error, delay, tx).await?;
                 } else {
                     self.fail(i, Node::Failed, error, seconds).await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Records that attempt `number` of stage `i` failed with `error` and starts the next one
+    /// after `delay`.
+    async fn retry(
+        &mut self,
+        i: usize,
+        number: u32,
+        error: String,
+        delay: Duration,
+        tx: &mpsc::UnboundedSender<Msg>,
+    ) -> Result<()> {
+        let name = self.order[i].clone();
+        record_status(
+            self.state,
+            self.run_id,
+            &name,
+            StageStatus::Pending,
+            Some(&error),
+        )
+        .await?;
+        self.observer.on(EngineEvent::StageRetrying {
+            stage: name,
+            attempt: number + 1,
+            error,
+            delay_ms: delay.as_millis() as u64,
+        });
+        self.wait(i, delay, tx);
         Ok(())
     }
 

@@ -248,6 +248,13 @@ fn a_cancelled_training_job_is_resubmitted_and_resumes_with_identical_losses() {
         .clone();
     let why = attempts[0]["error"].as_str().unwrap_or_default();
     assert!(why.contains("CANCELLED"), "{why}");
+    // Slurm's SIGTERM reached the trainer, which saved its step before the job ended (its
+    // `leo worker-rank` outlived the signal, so Slurm did not kill the step early).
+    let first_log = sb.leo_ok(&["logs", &run_id, "pretrain", "--attempt", "1"]);
+    assert!(
+        first_log.contains("stopped by SIGTERM; checkpoint saved at step"),
+        "{first_log}"
+    );
     let second = sb.leo_ok(&["logs", &run_id, "pretrain", "--attempt", "2"]);
     assert!(second.contains("resuming from"), "{second}");
     assert_eq!(pretrain_losses(&sb, &run_id), expected);

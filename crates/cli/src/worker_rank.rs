@@ -108,6 +108,7 @@ fn run_inner(template: &Path, command: &[OsString]) -> Result<ExitCode> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    outlive_stop_signals();
 
     let heartbeat = dir.join(format!("heartbeat-{rank}"));
     let interval = std::env::var("LEO_HEARTBEAT_INTERVAL")
@@ -126,6 +127,20 @@ fn run_inner(template: &Path, command: &[OsString]) -> Result<ExitCode> {
         (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
         _ => ExitCode::FAILURE,
     })
+}
+
+/// Slurm signals every process of a step when it stops it (preemption, `scancel`, the time
+/// limit): the worker saves a checkpoint and exits, and this process must still be there to
+/// wait for it: once a step's task exits, Slurm kills what is left of the step. A handler that
+/// does nothing keeps it alive (the worker, started before, keeps the default dispositions).
+fn outlive_stop_signals() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: installing an async-signal-safe handler that does nothing.
+        unsafe {
+            libc::signal(sig, ignore as *const () as libc::sighandler_t);
+        }
+    }
 }
 
 /// A heartbeat is the file's modification time; its text says when, for people.

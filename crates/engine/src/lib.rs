@@ -16,7 +16,7 @@ mod run;
 mod scheduler;
 mod secrets;
 
-pub use attempt::{format_duration, job_script, kill_all_attempts};
+pub use attempt::{format_duration, job_script, kill_all_attempts, JobPlan};
 pub use catalog::{Catalog, DescribeError, PluginInfo};
 pub use check::{check, check_stored, Checked};
 pub use context::{run_context, upstream};

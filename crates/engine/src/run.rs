@@ -132,7 +132,12 @@ pub async fn resume_run(
             }
         }
     }
-    leo_slurm::cancel_now(&jobs);
+    if let Err(e) = leo_slurm::cancel_now(&jobs) {
+        tracing::warn!(
+            "run {run_id}: cancelling the Slurm jobs its engine left ({}) failed: {e:#}; cancel them with scancel",
+            jobs.join(", ")
+        );
+    }
     state.mark_lost(run_id).await?;
     let workflow: leo_spec::Workflow = serde_json::from_str(&run.spec_json).with_context(|| {
         format!("run {run_id}: the stored workflow cannot be read by this leo version")

@@ -791,8 +791,18 @@ impl Scheduler<'_> {
                 self.fail(i, Node::Cancelled, "cancelled".to_string(), seconds)
                     .await?;
             }
-            AttemptOutcome::Interrupted { error, resubmits } => {
-                self.interruptions[i] += 1;
+            AttemptOutcome::Interrupted {
+                error,
+                resubmits,
+                progressed,
+            } => {
+                // Interruptions in a row without progress count; one after a new checkpoint
+                // starts the count again (a long training on a capped partition goes on).
+                self.interruptions[i] = if progressed {
+                    1
+                } else {
+                    self.interruptions[i] + 1
+                };
                 if self.interruptions[i] <= resubmits && !cancelled {
                     // Straight back into the queue: nothing is wrong with the stage.
                     self.retry(i, number, error, Duration::ZERO, tx).await?;

@@ -34,11 +34,19 @@ impl FinalState {
     }
 }
 
-/// `sbatch --parsable SCRIPT`: the job id. `env` is added to the job's environment (sbatch
-/// exports its own environment to the job).
+/// `sbatch --parsable --export=ALL SCRIPT`: the job id. `env` is added to the job's
+/// environment. The engine's own `SLURM_*` variables (when leo runs inside an allocation) are
+/// not passed on: they would describe that allocation, not the new job.
 pub async fn submit(script: &Path, env: &BTreeMap<String, String>) -> Result<String> {
-    let out = Command::new("sbatch")
-        .arg("--parsable")
+    let mut cmd = Command::new("sbatch");
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("SLURM_") && key != "SLURM_CONF" {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let out = cmd
+        .args(["--parsable", "--export=ALL"])
         .arg(script)
         .envs(env)
         .kill_on_drop(true)
@@ -54,24 +62,31 @@ pub async fn submit(script: &Path, env: &BTreeMap<String, String>) -> Result<Str
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    // `--parsable` prints `ID` or `ID;CLUSTER`.
-    let id = text.trim().split(';').next().unwrap_or("").to_string();
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-        bail!("sbatch printed no job id: {:?}", text.trim());
+    // `--parsable` prints `ID`, or `ID;CLUSTER` on a federation, which the other commands
+    // would need `-M CLUSTER` for: not supported.
+    let text = text.trim();
+    if text.contains(';') {
+        bail!(
+            "sbatch submitted job {text:?} to another cluster; leo follows jobs on the default cluster only (cancel it with scancel -M)"
+        );
     }
-    Ok(id)
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit()) {
+        bail!("sbatch printed no job id: {text:?}");
+    }
+    Ok(text.to_string())
 }
 
 /// The job's state: `scontrol show job` while the controller remembers it, else `sacct`.
 /// `None` when neither knows the job (yet): accounting may lag a moment behind.
 pub async fn job_status(id: &str) -> Result<Option<JobStatus>> {
+    // A scontrol that cannot run leaves the question to sacct.
     let out = Command::new("scontrol")
         .args(["show", "job", "-o", id])
         .kill_on_drop(true)
         .output()
         .await
-        .context("running scontrol")?;
-    if out.status.success() {
+        .ok();
+    if let Some(out) = out.filter(|o| o.status.success()) {
         let text = String::from_utf8_lossy(&out.stdout);
         let field = |name: &str| {
             text.split_whitespace()
@@ -148,12 +163,19 @@ pub async fn cancel(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// [`cancel`] for a process on its way out (no runtime needed).
-pub fn cancel_now(ids: &[String]) {
+/// [`cancel`] for a process on its way out (no runtime needed); an error says why it failed.
+pub fn cancel_now(ids: &[String]) -> Result<()> {
     if ids.is_empty() {
-        return;
+        return Ok(());
     }
-    let _ = std::process::Command::new("scancel").args(ids).status();
+    let status = std::process::Command::new("scancel")
+        .args(ids)
+        .status()
+        .context("running scancel")?;
+    if !status.success() {
+        bail!("scancel {} failed ({status})", ids.join(" "));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

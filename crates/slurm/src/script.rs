@@ -47,6 +47,14 @@ impl JobScript<'_> {
         if !world.is_multiple_of(nodes) {
             bail!("{world} ranks cannot be spread evenly over {nodes} nodes");
         }
+        // sbatch splits `#SBATCH` lines at spaces unless quoted, and reads `%` in file names
+        // as a pattern (`%j`): such a folder cannot be written into the script faithfully.
+        let work = self.work_dir.display().to_string();
+        if work.contains(['%', '"', '\n', '\r']) {
+            bail!(
+                "the attempt folder {work} contains `%`, `\"` or a line break, which sbatch would misread; run leo from a folder without them"
+            );
+        }
         let tasks_per_node = world / nodes;
         let gpus_per_node = o.gpus_per_node.unwrap_or_else(|| r.gpus.div_ceil(nodes));
         let cpus_per_task = o.cpus_per_task.unwrap_or_else(|| (r.cpus / world).max(1));
@@ -82,9 +90,9 @@ impl JobScript<'_> {
         if let Some(m) = mem_per_node {
             opt(format!("--mem={}M", m.div_ceil(1 << 20)));
         }
-        opt(format!("--chdir={}", self.work_dir.display()));
+        opt(format!("--chdir=\"{work}\""));
         opt(format!(
-            "--output={}",
+            "--output=\"{}\"",
             self.work_dir.join("slurm-%j.out").display()
         ));
         // leo resubmits (and resumes) itself, so that each try is an attempt it knows of.

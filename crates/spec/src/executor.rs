@@ -267,11 +267,17 @@ mod tests {
             "{e}"
         );
         let e = load(
-            "[workflow]\nname = \"t\"\n[stages.a]\nplugin = \"shell\"\n\
+            "[workflow]\nname = \"t\"\n[stages.a]\nplugin = \"shell\"\nexecutor = \"slurm\"\n\
              resources = { world_size = 3 }\nslurm = { nodes = 2 }\n",
         )
         .unwrap_err();
-        assert!(e.starts_with("w.toml:6:"), "{e}");
+        assert!(e.starts_with("w.toml:7:"), "{e}");
+        // The same table on a local stage is no error: it only matters on Slurm.
+        load(
+            "[workflow]\nname = \"t\"\n[stages.a]\nplugin = \"shell\"\n\
+             resources = { world_size = 3 }\nslurm = { nodes = 2 }\n",
+        )
+        .unwrap();
         assert!(
             e.contains(
                 "stages.a.slurm.nodes: 3 ranks (world_size) cannot be spread evenly over 2 nodes"

@@ -507,7 +507,7 @@ fn validate(source: &Source, raw: RawFile) -> Result<Workflow, SpecError> {
                 .over(&workflow_slurm),
         };
         let nodes = slurm.nodes.unwrap_or(1);
-        if !resources.world_size.is_multiple_of(nodes) {
+        if executor == Executor::Slurm && !resources.world_size.is_multiple_of(nodes) {
             let field = if st.slurm.as_ref().is_some_and(|t| t.nodes.is_some()) {
                 at(&["slurm", "nodes"])
             } else {

@@ -276,9 +276,9 @@ fn print_sbatch_scripts(checked: &leo_engine::Checked, state_loc: &str) -> Resul
     }
     for stage in slurm {
         let work = leo_engine::attempt_dir(&work_root, "RUN", stage, 1);
-        let (script, _) = leo_engine::job_script(checked, stage, "RUN", 1, &work, &profile)?;
+        let plan = leo_engine::job_script(checked, stage, "RUN", 1, &work, &profile)?;
         println!("\n# ── stage {stage} ──");
-        print!("{script}");
+        print!("{}", plan.script);
     }
     Ok(())
 }

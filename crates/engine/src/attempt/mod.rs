@@ -29,7 +29,7 @@ mod slurm;
 mod supervise;
 
 pub use process::kill_all_attempts;
-pub use slurm::job_script;
+pub use slurm::{job_script, JobPlan};
 use supervise::{supervise, Supervised};
 
 /// Lines of stderr kept to explain a failure.
@@ -71,6 +71,8 @@ pub(crate) enum AttemptOutcome {
     Interrupted {
         error: String,
         resubmits: u32,
+        /// It stored a checkpoint: the stage moved on, so this one does not count.
+        progressed: bool,
     },
     Cancelled,
 }
@@ -254,7 +256,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     });
 
     let log_path = work.join("log.txt");
-    let mut resubmits = 0;
+    let (mut resubmits, mut progressed) = (0, false);
     let result = if on_slurm {
         slurm::supervise_slurm(
             &spec,
@@ -264,8 +266,8 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
             stage_spec.timeout,
         )
         .await
-        .map(|(supervised, limit)| {
-            resubmits = limit;
+        .map(|(supervised, limit, moved_on)| {
+            (resubmits, progressed) = (limit, moved_on);
             supervised
         })
     } else {
@@ -372,6 +374,7 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
                 AttemptOutcome::Interrupted {
                     error: msg,
                     resubmits,
+                    progressed,
                 },
             )
         }

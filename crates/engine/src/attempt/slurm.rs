@@ -30,8 +30,9 @@ use crate::secrets::Secrets;
 const TAIL_INTERVAL: Duration = Duration::from_millis(200);
 /// Resubmissions after interruptions when neither the workflow nor the profile says.
 pub(crate) const DEFAULT_RESUBMITS: u32 = 3;
-/// Longest a cancelled job may take to be reported over before the engine stops waiting.
-const CANCEL_WAIT: Duration = Duration::from_secs(120);
+/// How long Slurm may say nothing about a job (neither scontrol nor sacct knows it) before the
+/// engine gives up on it as an interruption.
+const UNKNOWN_LIMIT: Duration = Duration::from_secs(600);
 
 /// Jobs this engine has submitted and not seen end, for a forced exit.
 static LIVE_JOBS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
@@ -42,24 +43,42 @@ pub fn cancel_all_jobs() {
         .lock()
         .map(|j| j.iter().cloned().collect())
         .unwrap_or_default();
-    leo_slurm::cancel_now(&ids);
+    if let Err(e) = leo_slurm::cancel_now(&ids) {
+        eprintln!(
+            "leo: {e:#}; cancel the jobs yourself: scancel {}",
+            ids.join(" ")
+        );
+    }
 }
 
-struct LiveJob(String);
+/// A submitted job. Unless Slurm reported it over, it is cancelled when this is dropped: an
+/// attempt that ends in an error must not leave its job running beside the next attempt's.
+struct LiveJob {
+    id: String,
+    over: bool,
+}
 
 impl LiveJob {
     fn new(id: &str) -> LiveJob {
         if let Ok(mut j) = LIVE_JOBS.lock() {
             j.insert(id.to_string());
         }
-        LiveJob(id.to_string())
+        LiveJob {
+            id: id.to_string(),
+            over: false,
+        }
     }
 }
 
 impl Drop for LiveJob {
     fn drop(&mut self) {
+        if !self.over {
+            if let Err(e) = leo_slurm::cancel_now(std::slice::from_ref(&self.id)) {
+                tracing::warn!("cancelling Slurm job {}: {e:#}", self.id);
+            }
+        }
         if let Ok(mut j) = LIVE_JOBS.lock() {
-            j.remove(&self.0);
+            j.remove(&self.id);
         }
     }
 }
@@ -78,7 +97,17 @@ fn job_name(stage: &str, run_id: &str) -> String {
         .collect()
 }
 
-/// The `sbatch` script of an attempt of `stage` in `work_dir`, and the resubmission limit.
+/// An attempt's job as leo submits it.
+pub struct JobPlan {
+    pub script: String,
+    /// Resubmissions after interruptions.
+    pub resubmits: u32,
+    /// Whether the job's time limit was stated (`time`) rather than taken from the stage's
+    /// timeout: only then is reaching it an interruption to continue from.
+    pub explicit_time: bool,
+}
+
+/// The `sbatch` script of an attempt of `stage` in `work_dir`, and how to treat the job.
 pub fn job_script(
     checked: &Checked,
     stage: &str,
@@ -86,7 +115,7 @@ pub fn job_script(
     number: u32,
     work_dir: &Path,
     profile: &SiteProfile,
-) -> Result<(String, u32)> {
+) -> Result<JobPlan> {
     let stage_spec = &checked.workflow.stages[stage];
     let options = stage_spec.slurm.over(&profile.defaults);
     // The job runs elsewhere: every path in its script is absolute.
@@ -133,7 +162,11 @@ pub fn job_script(
     }
     .render()
     .with_context(|| format!("stage {stage}: writing its sbatch script"))?;
-    Ok((script, options.resubmits.unwrap_or(DEFAULT_RESUBMITS)))
+    Ok(JobPlan {
+        script,
+        resubmits: options.resubmits.unwrap_or(DEFAULT_RESUBMITS),
+        explicit_time: options.time_secs.is_some(),
+    })
 }
 
 /// Ranks beat a few times within the timeout, so one late beat is no alarm.
@@ -147,6 +180,8 @@ enum Stop {
     TimedOut,
     Cancelled,
     NoHeartbeat,
+    /// Slurm stopped answering about the job.
+    Unknown,
 }
 
 /// Submits the attempt's job and follows it to its end.
@@ -156,7 +191,7 @@ pub(super) async fn supervise_slurm(
     invocation: &Path,
     log_path: &Path,
     timeout: Option<Duration>,
-) -> Result<(Supervised, u32)> {
+) -> Result<(Supervised, u32, bool)> {
     let stage_spec = &spec.checked.workflow.stages[&spec.stage];
     let profile = SiteProfile::load()?;
     let mut secrets = Secrets::from_environment();
@@ -164,7 +199,7 @@ pub(super) async fn supervise_slurm(
     env.insert("LEO_RUN_ID".into(), spec.run_id.clone());
     env.insert("LEO_STAGE".into(), spec.stage.clone());
     let log = Arc::new(LogSink::create(log_path, secrets)?);
-    let (script, resubmits) = job_script(
+    let plan = job_script(
         &spec.checked,
         &spec.stage,
         &spec.run_id,
@@ -174,14 +209,14 @@ pub(super) async fn supervise_slurm(
     )?;
     debug_assert_eq!(invocation, spec.work_dir.join("invocation.json"));
     let script_path = spec.work_dir.join("job.sbatch");
-    std::fs::write(&script_path, script)
+    std::fs::write(&script_path, &plan.script)
         .with_context(|| format!("writing {}", script_path.display()))?;
     let script = script_path;
 
     let id = leo_slurm::submit(&script, &env)
         .await
         .with_context(|| format!("stage {}: submitting its Slurm job", spec.stage))?;
-    let _live = LiveJob::new(&id);
+    let mut live = LiveJob::new(&id);
     let job = format!("slurm:{id}");
     spec.state.set_attempt_job(attempt_id, &job).await?;
     spec.observer.on(EngineEvent::JobSubmitted {
@@ -199,9 +234,13 @@ pub(super) async fn supervise_slurm(
     let mut cancel = spec.cancel.clone();
     let mut cancel_open = true;
     let started = tokio::time::Instant::now();
-    let deadline = timeout.map(|t| started + t);
+    // The stage's timeout counts from when the job starts running, not from its submission:
+    // time in the queue is the cluster's, not the stage's.
+    let mut deadline: Option<tokio::time::Instant> = None;
     let mut running_since: Option<tokio::time::Instant> = None;
-    let mut stopping: Option<(Stop, tokio::time::Instant)> = None;
+    let mut beat = Heartbeat::default();
+    let mut unknown_since: Option<tokio::time::Instant> = None;
+    let mut stopping: Option<Stop> = None;
     let mut next_poll = started;
     let mut tick = tokio::time::interval(TAIL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,49 +266,82 @@ pub(super) async fn supervise_slurm(
                     continue;
                 }
                 next_poll = now + profile.poll_interval;
-                match leo_slurm::job_status(&id).await {
-                    Ok(Some(JobStatus::Over(f))) => break f,
-                    Ok(Some(JobStatus::Active(state))) => {
-                        if state == "RUNNING" {
-                            let since = *running_since.get_or_insert(now);
-                            if stopping.is_none() && silent_for(&heartbeat_file, now - since) > profile.heartbeat_timeout {
-                                log.write(format!(
-                                    "leo: rank 0 of Slurm job {id} sent no heartbeat for {}; cancelling the job\n",
-                                    crate::attempt::format_duration(profile.heartbeat_timeout)
-                                ).as_bytes());
-                                leo_slurm::cancel(&id).await?;
-                                stopping = Some((Stop::NoHeartbeat, now));
-                            }
+                if stopping.is_some() {
+                    // Again at every poll until Slurm reports the job over: a first scancel
+                    // may have failed on a busy controller.
+                    if let Err(e) = leo_slurm::cancel(&id).await {
+                        tracing::warn!("stage {}: {e:#}", spec.stage);
+                    }
+                }
+                let status = leo_slurm::job_status(&id).await;
+                match &status {
+                    Ok(Some(_)) => unknown_since = None,
+                    Ok(None) | Err(_) => {
+                        if let Err(e) = &status {
+                            tracing::warn!("stage {}: asking Slurm about job {id}: {e:#}", spec.stage);
+                        }
+                        let since = *unknown_since.get_or_insert(now);
+                        if now - since > UNKNOWN_LIMIT {
+                            log.write(format!(
+                                "leo: Slurm has said nothing about job {id} for {}; giving it up\n",
+                                crate::attempt::format_duration(UNKNOWN_LIMIT)
+                            ).as_bytes());
+                            stopping = Some(Stop::Unknown);
+                            break leo_slurm::FinalState { state: "UNKNOWN".into(), exit_code: 0, signal: 0 };
                         }
                     }
-                    // Not known yet (accounting lags): ask again at the next poll.
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("stage {}: asking Slurm about job {id}: {e:#}", spec.stage),
                 }
-                if let Some((_, since)) = stopping {
-                    if now - since > CANCEL_WAIT {
-                        anyhow::bail!("Slurm job {id} was cancelled but is still not over after {}; see `squeue -j {id}`",
-                            crate::attempt::format_duration(CANCEL_WAIT));
+                match status {
+                    Ok(Some(JobStatus::Over(f))) => break f,
+                    Ok(Some(JobStatus::Active(state))) if state == "RUNNING" => {
+                        let since = *running_since.get_or_insert(now);
+                        if deadline.is_none() {
+                            deadline = timeout.map(|t| since + t);
+                        }
+                        if stopping.is_none() && beat.silent_for(&heartbeat_file, now - since) > profile.heartbeat_timeout {
+                            log.write(format!(
+                                "leo: rank 0 of Slurm job {id} sent no heartbeat for {}; cancelling the job\n",
+                                crate::attempt::format_duration(profile.heartbeat_timeout)
+                            ).as_bytes());
+                            if let Err(e) = leo_slurm::cancel(&id).await {
+                                tracing::warn!("stage {}: {e:#}", spec.stage);
+                            }
+                            stopping = Some(Stop::NoHeartbeat);
+                        }
                     }
+                    // Pending, suspended, completing: the heartbeat clock starts again when
+                    // the job runs again.
+                    Ok(Some(JobStatus::Active(_))) => {
+                        running_since = None;
+                        beat = Heartbeat::default();
+                    }
+                    Ok(None) | Err(_) => {}
                 }
             }
             _ = sleep_until(deadline), if stopping.is_none() => {
                 log.write(format!("leo: stage timeout reached; cancelling Slurm job {id}\n").as_bytes());
-                leo_slurm::cancel(&id).await?;
-                stopping = Some((Stop::TimedOut, tokio::time::Instant::now()));
+                if let Err(e) = leo_slurm::cancel(&id).await {
+                    tracing::warn!("stage {}: {e:#}", spec.stage);
+                }
+                stopping = Some(Stop::TimedOut);
             }
             changed = cancel.changed(), if cancel_open && stopping.is_none() => {
                 match changed {
                     Err(_) => cancel_open = false,
                     Ok(()) if *cancel.borrow() => {
-                        leo_slurm::cancel(&id).await?;
-                        stopping = Some((Stop::Cancelled, tokio::time::Instant::now()));
+                        if let Err(e) = leo_slurm::cancel(&id).await {
+                            tracing::warn!("stage {}: {e:#}", spec.stage);
+                        }
+                        stopping = Some(Stop::Cancelled);
                     }
                     Ok(()) => {}
                 }
             }
         }
     };
+    // Slurm reported the job over (or, for `Stop::Unknown`, the engine gave up asking: the
+    // drop of `live` then cancels it, in case it still exists).
+    live.over = !matches!(stopping, Some(Stop::Unknown));
     // The job is over: whatever rank 0 wrote last, then the other files into the log.
     for line in events.read_lines_to_end()? {
         log.write(line.as_bytes());
@@ -300,19 +372,28 @@ pub(super) async fn supervise_slurm(
         .as_bytes(),
     );
 
-    let exit = match stopping.map(|s| s.0) {
+    let exit = match stopping {
         Some(Stop::Cancelled) => Exit::Cancelled,
         Some(Stop::TimedOut) => Exit::TimedOut,
         Some(Stop::NoHeartbeat) => Exit::Interrupted(format!(
             "rank 0 of Slurm job {id} sent no heartbeat for {}; the job was cancelled",
             crate::attempt::format_duration(profile.heartbeat_timeout)
         )),
+        Some(Stop::Unknown) => Exit::Interrupted(format!(
+            "Slurm said nothing about job {id} for {}",
+            crate::attempt::format_duration(UNKNOWN_LIMIT)
+        )),
         None => match ended.state.as_str() {
             "COMPLETED" => Exit::Code(ended.exit_code),
             "FAILED" if ended.signal != 0 && ended.exit_code == 0 => Exit::Signal(ended.signal),
+            "FAILED" if ended.exit_code == 0 => Exit::JobFailed(format!(
+                "Slurm job {id} FAILED without an exit code (a launch failure; see the job's output in the log)"
+            )),
             "FAILED" => Exit::Code(ended.exit_code),
-            // Reaching the time limit is how long trainings on capped partitions go on: a
-            // new job resumes, provided this one saved progress.
+            // The stage's timeout was the job's time limit: the stage ran out of time.
+            "TIMEOUT" if !plan.explicit_time => Exit::TimedOut,
+            // A stated limit shorter than the stage needs is how long trainings on capped
+            // partitions go on: a new job resumes, provided this one saved progress.
             "TIMEOUT" if checkpoints > 0 => Exit::Interrupted(format!(
                 "Slurm job {id} reached its time limit after {checkpoints} checkpoint(s)"
             )),
@@ -334,16 +415,31 @@ pub(super) async fn supervise_slurm(
             rank: 0,
             reported,
         },
-        resubmits,
+        plan.resubmits,
+        checkpoints > 0,
     ))
 }
 
-/// How long the heartbeat file has not changed (or, before the first beat, how long the job
-/// has run).
-fn silent_for(heartbeat: &Path, running_for: Duration) -> Duration {
-    match std::fs::metadata(heartbeat).and_then(|m| m.modified()) {
-        Ok(t) => SystemTime::now().duration_since(t).unwrap_or_default(),
-        Err(_) => running_for,
+/// Rank 0's heartbeat file as the engine saw it, timed by the engine's clock: the node's clock
+/// (the file's modification time) may differ from the login node's.
+#[derive(Default)]
+struct Heartbeat {
+    last: Option<(SystemTime, tokio::time::Instant)>,
+}
+
+impl Heartbeat {
+    /// How long the file has not changed, or before the first beat, how long the job has run.
+    fn silent_for(&mut self, file: &Path, running_for: Duration) -> Duration {
+        let now = tokio::time::Instant::now();
+        match std::fs::metadata(file).and_then(|m| m.modified()) {
+            Ok(mtime) => {
+                if self.last.is_none_or(|(seen, _)| seen != mtime) {
+                    self.last = Some((mtime, now));
+                }
+                self.last.map_or(Duration::ZERO, |(_, at)| now - at)
+            }
+            Err(_) => running_for,
+        }
     }
 }
 

@@ -147,6 +147,18 @@ fn batch_and_multi_task_jobs_run_are_accounted_and_cleaned_up() {
         .unwrap();
     wait_running(&cluster, &sleeper);
     assert_eq!(cluster.queued_jobs().unwrap(), [sleeper]);
+    // RUNNING comes before slurmstepd has started the batch script: wait for its `sleep`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.pids().iter().any(|p| {
+        std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0300"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the job's `sleep 300` did not start within 30 s\n{}",
+            cluster.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let pids = cluster.pids();
     // munged, mariadbd, slurmdbd, slurmctld, slurmd, and the job: slurmstepd, bash, sleep.
     let cmdlines: Vec<String> = pids

@@ -42,6 +42,15 @@ fn leo(sb: &Sandbox, cluster: &SlurmCluster, args: &[&str]) -> Command {
     c
 }
 
+/// `leo` started in the background, its stderr in `run.stderr` in the sandbox.
+fn spawn_leo(sb: &Sandbox, cluster: &SlurmCluster, args: &[&str]) -> std::process::Child {
+    leo(sb, cluster, args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(sb.path().join("run.stderr")).expect("log"))
+        .spawn()
+        .expect("leo run")
+}
+
 fn leo_ok(sb: &Sandbox, cluster: &SlurmCluster, args: &[&str]) -> String {
     let out = leo(sb, cluster, args).output().expect("run leo");
     if !out.status.success() {
@@ -203,11 +212,7 @@ fn a_cancelled_training_job_is_resubmitted_and_resumes_with_identical_losses() {
 
     // No `retries`: an interruption must not need one.
     training(&sb, "slurm", "cpus = 1", params);
-    let mut run = leo(&sb, &cluster, &["run", "train.toml"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(sb.path().join("run.stderr")).expect("log"))
-        .spawn()
-        .expect("leo run");
+    let mut run = spawn_leo(&sb, &cluster, &["run", "train.toml"]);
     wait_until(
         "the pretrain job's second checkpoint",
         Duration::from_secs(300),
@@ -292,11 +297,7 @@ plugin = "shell"
 params = { run = "echo started; sleep 600" }
 "#,
     );
-    let mut run = leo(&sb, &cluster, &["run", "wf.toml"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(sb.path().join("run.stderr")).expect("log"))
-        .spawn()
-        .expect("leo run");
+    let mut run = spawn_leo(&sb, &cluster, &["run", "wf.toml"]);
     wait_until(
         "both stages' jobs running",
         Duration::from_secs(120),
@@ -467,11 +468,7 @@ params = {{ outputs = ["out"], run = "if [ -e {fast} ]; then echo quick > $LEO_O
             fast = fast.display()
         ),
     );
-    let mut run = leo(&sb, &cluster, &["run", "wf.toml"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("leo run");
+    let mut run = spawn_leo(&sb, &cluster, &["run", "wf.toml"]);
     wait_until("the stage's job queued", Duration::from_secs(120), || {
         sb.leo(&["status", "--json"]).status.success()
             && stage(&sb.status(None), "wait")["attempt_list"][0]["job_id"].is_string()

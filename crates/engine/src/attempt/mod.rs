@@ -258,18 +258,12 @@ pub(crate) async fn run(spec: AttemptSpec, mut process_gone: OnExit) -> Result<A
     let log_path = work.join("log.txt");
     let (mut resubmits, mut progressed) = (0, false);
     let result = if on_slurm {
-        slurm::supervise_slurm(
-            &spec,
-            &attempt_id,
-            &invocations[0],
-            &log_path,
-            stage_spec.timeout,
-        )
-        .await
-        .map(|(supervised, limit, moved_on)| {
-            (resubmits, progressed) = (limit, moved_on);
-            supervised
-        })
+        slurm::supervise_slurm(&spec, &attempt_id, &log_path, stage_spec.timeout)
+            .await
+            .map(|(supervised, limit, moved_on)| {
+                (resubmits, progressed) = (limit, moved_on);
+                supervised
+            })
     } else {
         supervise(
             &spec,

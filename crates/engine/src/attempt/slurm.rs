@@ -188,7 +188,6 @@ enum Stop {
 pub(super) async fn supervise_slurm(
     spec: &AttemptSpec,
     attempt_id: &str,
-    invocation: &Path,
     log_path: &Path,
     timeout: Option<Duration>,
 ) -> Result<(Supervised, u32, bool)> {
@@ -207,7 +206,6 @@ pub(super) async fn supervise_slurm(
         &spec.work_dir,
         &profile,
     )?;
-    debug_assert_eq!(invocation, spec.work_dir.join("invocation.json"));
     let script_path = spec.work_dir.join("job.sbatch");
     std::fs::write(&script_path, &plan.script)
         .with_context(|| format!("writing {}", script_path.display()))?;
